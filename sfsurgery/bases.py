@@ -1,0 +1,141 @@
+"""Built-in bases (a default plugin) and ``create_slowfast`` recipes.
+
+The hub bases call pytorchvideo's own hub builders with ``pretrained=False``, so their
+state-dict keys and shapes are pytorchvideo's; weights come from sfsurgery's safe loader.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import RecipeError
+from .hookspecs import hookimpl
+from .recipe import BaseConfig
+from .suggest import did_you_mean
+
+with warnings.catch_warnings():
+    # pytorchvideo 0.1.5 triggers torch's torch.jit.script FutureWarning on import
+    warnings.simplefilter("ignore", FutureWarning)
+    from pytorchvideo.models import hub as _hub
+    from pytorchvideo.models.slowfast import create_slowfast
+
+MODEL_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
+_CLIP_8x8 = {"batch": 1, "channels": 3, "frames": 32, "alpha": 4, "size": (224, 224)}
+_CLIP_16x8 = {**_CLIP_8x8, "frames": 64}
+
+# create_slowfast arguments that take code; a recipe may only switch the optional ones off.
+_CALLABLE_ARGS = {"fusion_builder", "norm", "activation", "stem_function", "stem_pool",
+                  "bottleneck", "head", "head_pool", "head_activation"}
+_NULLABLE_ARGS = {"fusion_builder", "head", "head_pool", "head_activation"}
+
+
+def slowfast_r50(**kwargs: Any) -> nn.Module:
+    """SlowFast 8x8 R50 (Kinetics-400 layout, 400 classes)."""
+    return _hub.slowfast_r50(pretrained=False, **kwargs)
+
+
+def slowfast_r101(**kwargs: Any) -> nn.Module:
+    """SlowFast 8x8 R101 (fusion kernel (5,1,1))."""
+    return _hub.slowfast_r101(pretrained=False, **kwargs)
+
+
+def slowfast_16x8_r101_50_50(**kwargs: Any) -> nn.Module:
+    """SlowFast 16x8 R101_50_50 (16 slow / 64 fast frames)."""
+    return _hub.slowfast_16x8_r101_50_50(pretrained=False, **kwargs)
+
+
+@hookimpl
+def register_bases(register):
+    register("slowfast_r50", slowfast_r50, input=_CLIP_8x8,
+             weights=f"{MODEL_ZOO}/SLOWFAST_8x8_R50.pyth")
+    register("slowfast_r101", slowfast_r101, input=_CLIP_8x8,
+             weights=f"{MODEL_ZOO}/SLOWFAST_8x8_R101.pyth")
+    register("slowfast_16x8_r101_50_50", slowfast_16x8_r101_50_50, input=_CLIP_16x8,
+             weights=f"{MODEL_ZOO}/SLOWFAST_16x8_R101_50_50.pyth")
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def create_slowfast_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    """Check recipe arguments against ``create_slowfast``'s signature; lists become tuples."""
+    params = inspect.signature(create_slowfast).parameters
+    kwargs = {}
+    for key, value in raw.items():
+        where = f"base.create_slowfast.{key}"
+        if key not in params:
+            raise RecipeError(f"{where}: not an argument of create_slowfast{did_you_mean(key, params)}")
+        if key in _CALLABLE_ARGS and not (value is None and key in _NULLABLE_ARGS):
+            allowed = " (only null is accepted here)" if key in _NULLABLE_ARGS else ""
+            raise RecipeError(f"{where}: takes a Python callable; recipes never import code{allowed}",
+                              hint="register a base in a plugin to build custom modules")
+        kwargs[key] = _tuples(value)
+    return kwargs
+
+
+def _create_slowfast_input(kwargs: dict[str, Any]) -> dict[str, Any]:
+    channels = kwargs.get("input_channels", (3,))[0]
+    alpha = kwargs.get("slowfast_fusion_conv_stride", (4,))[0]
+    pool = kwargs.get("head_pool_kernel_sizes", ((8, 7, 7), (32, 7, 7)))
+    return {**_CLIP_8x8, "channels": channels, "alpha": alpha, "frames": pool[-1][0]}
+
+
+@dataclass
+class ResolvedBase:
+    """A base ready to build: the builder, its default clip, weights URL and description."""
+
+    build: Callable[[], nn.Module]
+    input: dict[str, Any]
+    weights: str | None
+    describe: dict[str, Any]
+
+    def on_meta(self) -> nn.Module:
+        """The architecture on the meta device: shapes only, no memory, no init cost."""
+        with torch.device("meta"):
+            return self.build()
+
+    def seeded(self, seed: int) -> nn.Module:
+        """A real, randomly initialised model; the builder's own init under ``seed``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.build()
+
+
+def check_base(config: BaseConfig, registry: Any) -> None:
+    """Fail early on an unknown hub name or bad create_slowfast arguments."""
+    resolve_base(config, registry)
+
+
+def resolve_base(config: BaseConfig, registry: Any) -> ResolvedBase:
+    if config.hub is not None:
+        try:
+            spec = registry.get("bases", config.hub)
+        except RecipeError as exc:
+            raise RecipeError(f"base.hub: {exc.message}", hint=exc.hint) from None
+        describe = {"hub": config.hub, "pretrained": config.pretrained}
+        return ResolvedBase(_guarded(spec.build, {}, f"base {config.hub}"), dict(spec.input),
+                            spec.weights, describe)
+    kwargs = create_slowfast_kwargs(config.create_slowfast or {})
+    describe = {"create_slowfast": config.create_slowfast}
+    return ResolvedBase(_guarded(create_slowfast, kwargs, "create_slowfast"),
+                        _create_slowfast_input(kwargs), None, describe)
+
+
+def _guarded(build: Callable[..., nn.Module], kwargs: dict, what: str) -> Callable[[], nn.Module]:
+    def run() -> nn.Module:
+        try:
+            return build(**kwargs)
+        except (TypeError, ValueError, AssertionError, IndexError, KeyError) as exc:
+            raise RecipeError(f"{what} could not build the model: {type(exc).__name__}: {exc}",
+                              hint="check the base arguments against pytorchvideo's create_slowfast") from exc
+    return run

@@ -1,0 +1,232 @@
+"""Safe checkpoint loading, state-dict detection, strict/matching loads (a default plugin).
+
+Nothing here unpickles code: torch files load with ``weights_only=True`` (numpy scalars
+and dtypes allow-listed, as the model zoo's ``epoch`` is an ``np.int64``), safetensors
+files hold tensors only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .hookspecs import hookimpl
+
+OFFLINE_ENV = "SFSURGERY_OFFLINE"
+STATE_DICT_KEYS = ("model_state", "state_dict", "model")
+_LIST_FIRST = 5
+
+
+def _numpy_safe_globals() -> list:
+    from numpy._core.multiarray import scalar
+
+    dtypes = {type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64,
+                                          np.uint8, np.float16, np.float32, np.float64)}
+    # numpy 1.x pickles name the same function numpy.core.multiarray.scalar
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
+def read_checkpoint(path: Path) -> Any:
+    """Load a weights file without running code.
+
+    Args:
+        path: a ``.safetensors`` file or a torch file (``.pyth``, ``.pth``, ``.pt``, ...).
+
+    Returns:
+        The safetensors tensors as a dict, or whatever the weights-only unpickler built.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}",
+                              hint="base.checkpoint is relative to the recipe's folder")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as exc:
+            raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from None
+    with torch.serialization.safe_globals(_numpy_safe_globals()):
+        try:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # legacy (pre-zip, torch < 1.6) files cannot be memory-mapped
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            name = found.group(1) if found else "a Python object"
+            raise CheckpointError(
+                f"{path.name} refers to {name}, which a weights-only load refuses because "
+                "unpickling it could run code; nothing was executed",
+                hint="if you trust the file, convert it once: python -c \"import torch; "
+                "from safetensors.torch import save_file; "
+                f"save_file(torch.load('{path.name}', weights_only=False)['model_state'], "
+                "'weights.safetensors')\"",
+            ) from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({exc})") from None
+
+
+def _flat_tensors(state: Any, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{where} is not a state dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{where} holds non-tensor entries: {', '.join(map(str, bad[:_LIST_FIRST]))}",
+                              hint="set base.checkpoint_key to the entry that holds the weights")
+    return state
+
+
+def convert_pytorchvideo(checkpoint: Any, path: str) -> dict[str, torch.Tensor]:
+    """Model-zoo layout ``{"model_state": ..., "epoch": ...}``, or a bare state dict."""
+    if isinstance(checkpoint, dict):
+        for key in STATE_DICT_KEYS:
+            if isinstance(checkpoint.get(key), dict):
+                return _flat_tensors(checkpoint[key], f"{Path(path).name}[{key!r}]")
+    return _flat_tensors(checkpoint, Path(path).name)
+
+
+def convert_safetensors(checkpoint: Any, path: str) -> dict[str, torch.Tensor]:
+    """A flat ``.safetensors`` state dict (sfsurgery's own output files included)."""
+    return _flat_tensors(checkpoint, Path(path).name)
+
+
+@hookimpl
+def register_checkpoint_formats(register):
+    register("pytorchvideo", convert_pytorchvideo)
+    register("safetensors", convert_safetensors)
+
+
+def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any) -> tuple[dict, list[str]]:
+    """Read ``path`` and convert it to a flat state dict; returns it with notes for the report."""
+    if fmt == "auto":
+        fmt = "safetensors" if path.suffix == ".safetensors" else "pytorchvideo"
+    spec = registry.get("formats", fmt)
+    checkpoint = read_checkpoint(path)
+    if key != "auto":
+        if not isinstance(checkpoint, dict) or key not in checkpoint:
+            found = ", ".join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+            raise CheckpointError(f"{path.name} has no entry {key!r} (found: {found})",
+                                  hint="checkpoint_key: auto tries " + ", ".join(STATE_DICT_KEYS))
+        checkpoint = checkpoint[key]
+    state = spec.convert(checkpoint, str(path))
+    notes = []
+    if all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        notes.append(f"stripped DataParallel's 'module.' prefix from {len(state)} keys")
+    return state, notes
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pretrained_path(url: str) -> Path:
+    """The torch hub cache file for ``url``, downloaded there unless offline."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if path.is_file():
+        return path
+    hint = f"download {url} and put it at {path}"
+    if os.environ.get(OFFLINE_ENV) == "1":
+        raise CheckpointError(f"model-zoo weights are not in the torch hub cache and "
+                              f"{OFFLINE_ENV}=1 forbids downloading: {path}", hint=hint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=True)
+    except Exception as exc:
+        raise CheckpointError(f"could not download {url}: {exc}", hint=hint) from None
+    return path
+
+
+@dataclass
+class LoadReport:
+    """How a state dict met the model."""
+
+    loaded: int
+    total: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        return self.loaded / self.total if self.total else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loaded": self.loaded, "total": self.total, "coverage": round(self.coverage, 4),
+                "missing": self.missing, "unexpected": self.unexpected, "mismatched": self.mismatched}
+
+
+def _listing(label: str, items: list[str]) -> str:
+    more = f", ... (+{len(items) - _LIST_FIRST})" if len(items) > _LIST_FIRST else ""
+    return f"{len(items)} {label} ({', '.join(items[:_LIST_FIRST])}{more})"
+
+
+def compare(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
+    expected = model.state_dict()
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    return LoadReport(len(expected) - len(missing) - len(mismatched), len(expected),
+                      missing, unexpected, mismatched)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mode: str, seed: int,
+                 source: str) -> LoadReport:
+    """Load ``state`` into a model built on the meta device.
+
+    ``strict``: every key and shape must match; nothing is randomly initialised.
+    ``matching``: tensors whose name and shape match are loaded; modules left uncovered are
+    materialised and initialised with pytorchvideo's own init under ``seed``.
+    """
+    report = compare(model, state)
+    problems = [_listing(label, items) for label, items in
+                (("missing", report.missing), ("unexpected", report.unexpected),
+                 ("shape mismatches", report.mismatched)) if items]
+    if mode == "strict" and problems:
+        raise CheckpointError(f"{source} does not fit the base: " + "; ".join(problems),
+                              hint="check the base arguments, or use load: matching to load what fits")
+    expected = model.state_dict()
+    usable = {k: _as_dtype(v, expected[k].dtype) for k, v in state.items()
+              if k in expected and v.shape == expected[k].shape}
+    if mode == "matching":
+        _init_uncovered(model, set(usable), seed)
+    model.load_state_dict(usable, strict=(mode == "strict"), assign=True)
+    return report
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _init_uncovered(model: nn.Module, covered: set[str], seed: int) -> None:
+    from pytorchvideo.models.weight_init import init_net_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for prefix, module in model.named_modules():
+            own = [n for n, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
+            if not own or all(f"{prefix}.{n}".lstrip(".") in covered for n in own):
+                continue
+            module.to_empty(device="cpu", recurse=False)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            init_net_weights(module)

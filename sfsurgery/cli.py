@@ -1,0 +1,186 @@
+"""The ``sfsurgery`` command. It only formats what the library returns.
+
+User errors (:class:`~sfsurgery.errors.SurgeryError`) print one ``error:`` line and a hint
+and exit with the error's code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import OutputExistsError, SurgeryError
+
+
+def _fail(exc: SurgeryError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def user_errors(fn):
+    """Turn SurgeryError into the documented one-line error and exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SurgeryError as exc:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            _fail(exc)
+
+    return wrapper
+
+
+def _shape(shape: Any) -> str:
+    if shape and isinstance(shape[0], list):
+        return "[" + ", ".join(_shape(s) for s in shape) + "]"
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _load(recipe_path: str, sets: tuple[str, ...]):
+    from .plugins import Registry
+    from .recipe import load_recipe, parse_set
+
+    registry = Registry()
+    return load_recipe(recipe_path, parse_set(list(sets)), registry=registry), registry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="sfsurgery")
+def main(debug: bool) -> None:
+    """Declared, checked, reproducible surgery on PyTorchVideo SlowFast models."""
+
+
+recipe_arg = click.argument("recipe", type=click.Path(dir_okay=False))
+set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                       help="Override a recipe field, e.g. ops.0.num_classes=10.")
+
+
+@main.command()
+@recipe_arg
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: save.path).")
+@set_opt
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--dry-run", is_flag=True, help="Validate and run the surgery, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@user_errors
+def apply(recipe: str, output: str | None, sets: tuple[str, ...], force: bool, dry_run: bool,
+          as_json: bool) -> None:
+    """Apply RECIPE and write one self-describing .safetensors file."""
+    from .pipeline import apply as run
+
+    parsed, registry = _load(recipe, sets)
+    result = run(parsed, registry=registry)
+    target = Path(output) if output else result.default_path()
+    if target.exists() and not force and not dry_run:
+        raise OutputExistsError(f"{target} exists", hint="pass --force to replace it")
+    written = None if dry_run else result.save(target, force=force)
+    report = {**result.report, "file": str(written) if written else None}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    source = report["source"]
+    weights = source["weights"] if source["weights"] == "random" else f"{source['weights']} {source['file']}"
+    click.echo(f"base     {json.dumps(source['base'])}  weights: {weights}")
+    if report["load"]:
+        load = report["load"]
+        click.echo(f"loaded   {load['loaded']}/{load['total']} tensors ({load['coverage']:.1%})")
+    for note in report["notes"]:
+        click.echo(f"note     {note}")
+    for entry in report["lineage"]:
+        counts = ", ".join(f"{len(entry[k])} {k}" for k in ("added", "removed", "transformed") if entry[k])
+        click.echo(f"ops[{entry['index']}]   {entry['op']}: {'; '.join(entry['notes']) or counts}")
+    click.echo(f"input    {_shape([[*s] for s in result.trace.input.pathway_shapes()])}  "
+               f"output {_shape(report['output'])}")
+    params = report["params"]
+    click.echo(f"params   {params['total']:,} ({params['trainable']:,} trainable)")
+    click.echo(f"wrote    {written}" if written else "dry run: nothing written")
+
+
+@main.command()
+@recipe_arg
+@set_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+@user_errors
+def validate(recipe: str, sets: tuple[str, ...], as_json: bool) -> None:
+    """Check RECIPE: schema and a shape trace on the meta device. Reads no tensor data."""
+    from .plan import make_plan
+
+    parsed, registry = _load(recipe, sets)
+    trace = make_plan(parsed, registry).trace
+    if as_json:
+        click.echo(json.dumps(trace.as_dict(), indent=2))
+        return
+    click.echo(f"ok: {recipe}: input {_shape([[*s] for s in trace.input.pathway_shapes()])} "
+               f"-> output {_shape(trace.as_dict()['output'])}")
+
+
+@main.command()
+@recipe_arg
+@set_opt
+@click.option("--depth", default=2, show_default=True, help="Module depth of the table.")
+@user_errors
+def trace(recipe: str, sets: tuple[str, ...], depth: int) -> None:
+    """Print RECIPE's per-block shapes, parameters and mult-adds (computed on meta)."""
+    from .plan import make_plan
+    from .trace import fmt_shapes, summary_table
+
+    parsed, registry = _load(recipe, sets)
+    plan = make_plan(parsed, registry)
+    for block in plan.trace.blocks:
+        click.echo(f"{block.path:<10} {block.type:<22} {fmt_shapes(block.inputs):<44} -> "
+                   f"{fmt_shapes(block.outputs):<36} {block.params:>12,}")
+    click.echo(summary_table(plan.model, plan.input, depth))
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@user_errors
+def ops(name: str | None, as_json: bool) -> None:
+    """List every op: its plugin, parameters and help (or just NAME)."""
+    from .plugins import Registry
+
+    registry = Registry()
+    specs = [registry.get("ops", name)] if name else [registry.ops[k] for k in sorted(registry.ops)]
+    rows = []
+    for spec in specs:
+        params = []
+        for pname, field in spec.params.model_fields.items():
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
+            params.append({"name": pname, "type": _type_name(field.annotation),
+                           "required": field.is_required(), "default": default})
+        rows.append({"name": spec.name, "provider": spec.provider.as_dict(), "params": params,
+                     "help": spec.help})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=list))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}  [{row['provider']['plugin']}]")
+        for p in row["params"]:
+            default = "required" if p["required"] else f"default {p['default']!r}"
+            click.echo(f"    {p['name']}: {p['type']} ({default})")
+        if name:
+            click.echo("\n" + "\n".join("    " + line for line in row["help"].splitlines()))
+        else:
+            click.echo(f"    {row['help'].splitlines()[0] if row['help'] else ''}")
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+if __name__ == "__main__":
+    main()

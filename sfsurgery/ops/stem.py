@@ -1,0 +1,93 @@
+"""``grayscale_stem`` and ``adapt_stem``: change the stems' input channels.
+
+:func:`adapt_input_weight` is a pure function over a conv weight, in the spirit of timm's
+``adapt_input_conv``; the ops apply it to both pathway stems.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import PositiveInt
+from pytorchvideo.models.stem import ResNetBasicStem
+from torch import nn
+
+from ..errors import OpError, RecipeError
+from ..hookspecs import hookimpl
+
+
+def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> torch.Tensor:
+    """A conv weight (O, I, *k) re-shaped for ``in_channels`` input channels.
+
+    Args:
+        weight: the original kernel; I is usually 3 (RGB).
+        in_channels: the new input channel count.
+        mode: ``sum`` / ``mean`` (to 1 channel); ``repeat`` (timm's rule: sum for 1
+            channel, else tile the kernel and scale by I/N); ``zero`` (keep the kernel on
+            the first I channels, zero kernels on the rest).
+
+    Returns:
+        The new kernel, on the same device (meta included) and dtype.
+
+    Example:
+        >>> adapt_input_weight(torch.ones(8, 3, 1, 7, 7), 6, "repeat").shape
+        torch.Size([8, 6, 1, 7, 7])
+    """
+    old = weight.shape[1]
+    if mode == "sum" or (mode == "repeat" and in_channels == 1):
+        return weight.sum(dim=1, keepdim=True)
+    if mode == "mean":
+        return weight.mean(dim=1, keepdim=True)
+    if mode == "repeat":
+        tiled = weight.repeat(1, math.ceil(in_channels / old), *[1] * (weight.dim() - 2))
+        return tiled[:, :in_channels] * (old / in_channels)
+    if mode == "zero":
+        if in_channels < old:
+            raise RecipeError(f"mode zero keeps the {old} original channels: in_channels must be >= {old}")
+        extra = weight.new_zeros((weight.shape[0], in_channels - old, *weight.shape[2:]))
+        return torch.cat([weight, extra], dim=1)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Conv3d]]:
+    convs = [(f"{name}.conv", m.conv) for name, m in model.named_modules() if isinstance(m, ResNetBasicStem)]
+    if not convs:
+        raise OpError("no ResNetBasicStem found: this op adapts pytorchvideo stems")
+    return convs
+
+
+def _adapt_stems(ctx, in_channels: int, mode: str) -> None:
+    paths = []
+    for path, conv in _stem_convs(ctx.model):
+        conv.weight = nn.Parameter(adapt_input_weight(conv.weight.detach(), in_channels, mode))
+        conv.in_channels = in_channels
+        paths.append(f"{path}.weight")
+    ctx.input.channels = in_channels
+    ctx.record(transformed=paths, note=f"stems take {in_channels} channel(s) ({mode})")
+
+
+def grayscale_stem(ctx, *, mode: Literal["sum", "mean"] = "sum") -> None:
+    """Make both pathway stems take 1 channel.
+
+    ``sum`` (default): model(gray) equals the original model(gray repeated to RGB).
+    ``mean``: the kernel is averaged instead (a third of the response). Sets input.channels 1.
+    """
+    _adapt_stems(ctx, 1, mode)
+
+
+def adapt_stem(ctx, *, in_channels: PositiveInt, mode: Literal["repeat", "zero"] = "repeat") -> None:
+    """Make both pathway stems take ``in_channels`` channels (depth, RGB-D, thermal ...).
+
+    ``repeat`` (default): timm's rule, tile the RGB kernel and scale by 3/N.
+    ``zero``: keep the RGB kernels on channels 0-2, zero kernels on the extra channels, so
+    model(RGB + anything) equals the original model(RGB) until training moves them.
+    """
+    _adapt_stems(ctx, in_channels, mode)
+
+
+@hookimpl
+def register_ops(register):
+    register("grayscale_stem", grayscale_stem)
+    register("adapt_stem", adapt_stem)

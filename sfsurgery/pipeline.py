@@ -1,0 +1,232 @@
+"""The main path: recipe → plan on meta → weights → ops on real tensors → Result → file."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoints import LoadReport, load_state_dict_file, load_weights, pretrained_path, sha256
+from .errors import FileFormatError, RecipeError
+from .plan import Plan, make_plan, replay
+from .plugins import Registry
+from .recipe import FORMAT_VERSION, Recipe, canonical_json, load_recipe
+from .safetensors_io import as_torch_dtype, cast_floats, read_metadata, write_safetensors
+from .trace import Trace
+
+RANDOM_WARNING = ("backbone weights are random (no checkpoint, pretrained: false): fine to try the "
+                  "pipeline, not to fine-tune; set base.pretrained: true for the model-zoo weights")
+
+
+def _recipe(recipe: Any, registry: Registry) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe, registry=registry)
+
+
+def validate(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Trace:
+    """Plan the recipe on the meta device and trace it; reads no tensor data.
+
+    Raises:
+        TraceError: the chain does not trace, or ``expect.output`` does not match.
+    """
+    registry = registry or Registry(plugins)
+    return make_plan(_recipe(recipe, registry), registry).trace
+
+
+def protect_inputs(model: nn.Module) -> nn.Module:
+    """Make ``model(x)`` leave the caller's list alone (pytorchvideo writes into it)."""
+    model.register_forward_pre_hook(_copy_input_list)
+    return model
+
+
+def _copy_input_list(module: nn.Module, args: tuple) -> tuple | None:
+    if args and isinstance(args[0], list):
+        return (list(args[0]), *args[1:])
+    return None
+
+
+@dataclass
+class Result:
+    """What :func:`apply` made, in memory; nothing is written until :meth:`save`."""
+
+    model: nn.Module
+    trace: Trace
+    report: dict[str, Any]
+    recipe: Recipe
+    metadata: dict[str, str]
+
+    def default_path(self) -> Path:
+        if self.recipe.save.path:
+            return self.recipe.resolve_path(self.recipe.save.path)
+        return Path("out") / f"{self.recipe.name}.safetensors"
+
+    def save(self, path: str | Path | None = None, *, force: bool = False) -> Path:
+        """Write the model and its metadata to ``path`` (default: ``save.path``)."""
+        dtype = as_torch_dtype(self.recipe.save.dtype)
+        return write_safetensors(Path(path) if path else self.default_path(), self.model.state_dict(),
+                                 self.metadata, dtype=dtype, force=force)
+
+
+def _read_weights(recipe: Recipe, plan: Plan, registry: Registry):
+    config = recipe.base
+    if config.pretrained:
+        if not plan.base.weights:
+            raise RecipeError(f"base {config.hub} has no model-zoo weights", hint="use base.checkpoint")
+        path, kind = pretrained_path(plan.base.weights), "pretrained"
+    elif config.checkpoint:
+        path, kind = recipe.resolve_path(config.checkpoint), "checkpoint"
+    else:
+        return None, {"weights": "random", "seed": recipe.seed}, []
+    state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry)
+    return state, {"weights": kind, "file": path.name, "sha256": sha256(path)}, notes
+
+
+def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Result:
+    """Run a recipe: validate on meta, read weights, perform the surgery, in memory.
+
+    Args:
+        recipe: a :class:`Recipe`, a YAML path or a dict.
+        registry / plugins: where ops, bases and formats come from.
+
+    Returns:
+        :class:`Result` with ``.model`` in eval mode, ``.trace``, ``.report``; call
+        ``.save()`` to write the file.
+
+    Example:
+        >>> result = sfsurgery.apply("recipes/custom_head.yaml")
+        >>> result.save("out/custom_head.safetensors")
+    """
+    registry = registry or Registry(plugins)
+    recipe = _recipe(recipe, registry)
+    plan = make_plan(recipe, registry)  # raises before any weight is read
+    state, source, notes = _read_weights(recipe, plan, registry)
+    with torch.random.fork_rng(devices=[]):
+        if state is None:
+            model = plan.base.seeded(recipe.seed)
+            load = None
+        else:
+            model = plan.base.on_meta()
+            load = load_weights(model, state, recipe.base.load, recipe.seed,
+                                source["file"])
+            del state
+        executed = replay(recipe, registry, model, plan.base, traces=plan.traces)
+    model = protect_inputs(executed.model.eval())
+    source = {"base": plan.base.describe, **source}
+    report = _report(recipe, plan, model, source, load, notes)
+    metadata = _metadata(recipe, plan, report, registry)
+    return Result(model, plan.trace, report, recipe, metadata)
+
+
+def _params(model: nn.Module) -> dict[str, int]:
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def _report(recipe: Recipe, plan: Plan, model: nn.Module, source: dict, load: LoadReport | None,
+            notes: list[str]) -> dict[str, Any]:
+    warnings = [] if load is not None else [RANDOM_WARNING]
+    if load is not None and recipe.base.load == "matching" and load.coverage < 1:
+        warnings.append(f"loaded {load.loaded}/{load.total} tensors ({load.coverage:.1%}); the rest "
+                        f"are initialised from seed {recipe.seed}")
+    return {"name": recipe.name, "source": source, "load": load.as_dict() if load else None,
+            "notes": notes, "input": plan.input.model_dump(mode="json"),
+            "output": plan.trace.as_dict()["output"], "lineage": plan.lineage,
+            "params": _params(model), "warnings": warnings}
+
+
+def rebuild_recipe(recipe: Recipe, plan: Plan) -> dict[str, Any]:
+    """What rebuilds the architecture: base, input, ops, seed (never paths or weights)."""
+    from .plan import initial_input
+
+    base = {"hub": recipe.base.hub} if recipe.base.hub else {"create_slowfast": recipe.base.create_slowfast}
+    return {"sfsurgery": FORMAT_VERSION, "name": recipe.name, "seed": recipe.seed, "base": base,
+            "input": initial_input(recipe, plan.base).model_dump(mode="json"),
+            "ops": [call.flat() for call in recipe.ops],
+            "expect": recipe.expect.model_dump(mode="json"), "save": {"dtype": recipe.save.dtype}}
+
+
+def _versions(plan: Plan) -> dict[str, Any]:
+    plugins = {}
+    for entry in plan.lineage:
+        provider = entry["provider"]
+        if provider["distribution"] not in (None, "sfsurgery"):
+            plugins[provider["distribution"]] = provider["version"]
+    return {"sfsurgery": __version__, "torch": torch.__version__,
+            "pytorchvideo": importlib.metadata.version("pytorchvideo"), "plugins": plugins}
+
+
+def _metadata(recipe: Recipe, plan: Plan, report: dict, registry: Registry) -> dict[str, str]:
+    return {
+        "format": "pt",
+        "sfsurgery.format": str(FORMAT_VERSION),
+        "sfsurgery.recipe": canonical_json(rebuild_recipe(recipe, plan)),
+        "sfsurgery.input": canonical_json(report["input"]),
+        "sfsurgery.output_shape": canonical_json(report["output"]),
+        "sfsurgery.source": canonical_json(report["source"]),
+        "sfsurgery.lineage": canonical_json({"source": report["source"], "ops": plan.lineage}),
+        "sfsurgery.params": canonical_json(report["params"]),
+        "sfsurgery.versions": canonical_json(_versions(plan)),
+    }
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, *,
+         registry: Registry | None = None, plugins: Iterable[Any] = ()) -> nn.Module:
+    """Rebuild a model from an sfsurgery file alone; no download, no checkpoint, no pickle.
+
+    Args:
+        path: a file written by ``sfsurgery apply`` / ``Result.save``.
+        device: where the tensors go (``"cuda"`` loads straight onto the GPU).
+        dtype: cast floating tensors on load (``torch.bfloat16`` or ``"bfloat16"``).
+
+    Returns:
+        The model in eval mode; it does not mutate the list you call it with.
+
+    Example:
+        >>> model = sfsurgery.load("out/custom_head.safetensors", device="cuda")
+    """
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(path)
+    registry = registry or Registry(plugins)
+    recipe = recipe_from_metadata(metadata, Path(path).name, registry)
+    model = make_plan(recipe, registry, check=False).model
+    state = load_file(str(path), device=str(device))
+    dtype = as_torch_dtype(dtype)
+    state = {k: cast_floats(v, dtype) for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise FileFormatError(f"{Path(path).name}: tensors do not fit the recorded recipe: "
+                              f"{str(exc).splitlines()[0]}") from None
+    return protect_inputs(model.eval())
+
+
+def recipe_from_metadata(metadata: dict[str, str], name: str, registry: Registry) -> Recipe:
+    if "sfsurgery.format" not in metadata or "sfsurgery.recipe" not in metadata:
+        raise FileFormatError(f"{name} has no sfsurgery metadata",
+                              hint="only files written by sfsurgery apply can be rebuilt")
+    version = int(metadata["sfsurgery.format"])
+    if version > FORMAT_VERSION:
+        raise FileFormatError(f"{name} uses sfsurgery file format {version}; this sfsurgery reads "
+                              f"format {FORMAT_VERSION}", hint="upgrade sfsurgery")
+    data = json.loads(metadata["sfsurgery.recipe"])
+    for call in data.get("ops", []):
+        if call.get("op") not in registry.ops:
+            raise FileFormatError(f"{name} needs op {call.get('op')!r}{_provider_of(metadata, call.get('op'))}, "
+                                  "which no installed plugin provides", hint="install that plugin")
+    return load_recipe(data, registry=registry)
+
+
+def _provider_of(metadata: dict[str, str], op: str) -> str:
+    lineage = json.loads(metadata.get("sfsurgery.lineage", "{}"))
+    for entry in lineage.get("ops", []):
+        if entry.get("op") == op and entry.get("provider", {}).get("distribution"):
+            p = entry["provider"]
+            return f" from plugin {p['plugin']} ({p['distribution']} {p['version']})"
+    return ""

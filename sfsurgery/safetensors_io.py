@@ -1,0 +1,118 @@
+"""The output file: a deterministic safetensors writer and rebuild-from-file.
+
+safetensors' ``save_file`` writes ``__metadata__`` in no stable order, so the same recipe
+would not give the same bytes; the format is simple enough to write directly (8-byte
+header length, JSON header padded to 8 bytes, raw little-endian tensor data), one tensor
+at a time, cast on the way. Reading uses the safetensors library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import FileFormatError, OutputExistsError
+
+DTYPE_CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+               torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+               torch.uint8: "U8", torch.bool: "BOOL"}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def as_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in TORCH_DTYPES:
+        raise FileFormatError(f"unknown dtype {dtype!r}; use one of {', '.join(TORCH_DTYPES)}")
+    return TORCH_DTYPES[dtype]
+
+
+def cast_floats(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """Cast floating tensors only: BatchNorm's ``num_batches_tracked`` stays int64."""
+    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    return tensor.to(dtype)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
+                      dtype: torch.dtype | None = None, force: bool = False) -> Path:
+    """Write ``tensors`` (cast to ``dtype``) and ``metadata`` atomically and deterministically.
+
+    The file appears complete or not at all: data goes to a temporary file in the target
+    folder, is fsynced, then renamed. Without ``force`` an existing file is never replaced.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+    if sys.byteorder != "little":  # safetensors data is little-endian
+        raise NotImplementedError("writing safetensors needs a little-endian machine")
+    names = sorted(tensors)
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        out_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        size = t.numel() * out_dtype.itemsize
+        header[name] = {"dtype": DTYPE_CODES[out_dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(len(blob).to_bytes(8, "little"))
+            f.write(blob)
+            for name in names:
+                t = cast_floats(tensors[name].detach(), dtype).contiguous().cpu()
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the file appeared meanwhile: never clobber
+            except FileExistsError:
+                raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+            os.unlink(tmp)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, with clear errors for bad files."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"no such file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as exc:
+        raise FileFormatError(f"{path.name}: not a readable safetensors file ({exc})",
+                              hint="the file may be truncated or corrupted; write it again") from None

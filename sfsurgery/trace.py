@@ -1,0 +1,173 @@
+"""Shape tracing on the meta device: per-block shapes, failure location, known traps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .recipe import InputSpec
+
+Shape = tuple[int, ...]
+
+
+def shapes_of(value: Any) -> list[Shape]:
+    """Flatten a tensor or (nested) list of tensors into their shapes."""
+    if isinstance(value, torch.Tensor):
+        return [tuple(value.shape)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in shapes_of(v)]
+    return []
+
+
+def fmt_shapes(shapes: list[Shape]) -> str:
+    text = ", ".join("(" + ",".join(map(str, s)) + ")" for s in shapes)
+    return f"[{text}]" if len(shapes) > 1 else text
+
+
+@dataclass
+class BlockShape:
+    path: str
+    type: str
+    inputs: list[Shape]
+    outputs: list[Shape]
+    params: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "type": self.type, "inputs": [list(s) for s in self.inputs],
+                "outputs": [list(s) for s in self.outputs], "params": self.params}
+
+
+@dataclass
+class Trace:
+    """What a meta forward of the model on ``input`` produced."""
+
+    input: InputSpec
+    outputs: list[Shape]
+    blocks: list[BlockShape] = field(default_factory=list)
+
+    @property
+    def output(self) -> Shape | list[Shape]:
+        """One shape for a tensor output, a list of shapes for pathway outputs."""
+        return self.outputs[0] if len(self.outputs) == 1 else list(self.outputs)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.output
+        return {"input": self.input.model_dump(mode="json"),
+                "output": list(out) if isinstance(out, tuple) else [list(s) for s in out],
+                "blocks": [b.as_dict() for b in self.blocks]}
+
+
+class TraceFailure(Exception):
+    """The meta forward raised inside ``module`` at ``path``."""
+
+    def __init__(self, path: str, module: nn.Module | None, inputs: list[Shape], error: Exception):
+        super().__init__(str(error))
+        self.path, self.module, self.inputs, self.error = path, module, inputs, error
+
+
+def block_paths(model: nn.Module) -> list[str]:
+    """The blocks the trace reports: ``blocks.N`` for pytorchvideo nets, else top-level children."""
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.ModuleList):
+        return [f"blocks.{i}" for i in range(len(blocks))]
+    return [name for name, _ in model.named_children()]
+
+
+def example_inputs(spec: InputSpec, device: torch.device | str = "meta") -> Any:
+    tensors = [torch.zeros(s, device=device) for s in spec.pathway_shapes()]
+    return tensors if spec.alpha is not None else tensors[0]
+
+
+def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
+    """Run a forward on meta tensors shaped like ``spec``, hooking every module.
+
+    Raises:
+        TraceFailure: naming the innermost module that was running when it failed.
+    """
+    wanted = set(block_paths(model))
+    stack: list[tuple[str, nn.Module, list[Shape]]] = []
+    blocks: list[BlockShape] = []
+
+    def enter(name: str):
+        def hook(module, args):
+            stack.append((name, module, shapes_of(args)))
+        return hook
+
+    def leave(name: str):
+        def hook(module, args, output):
+            _, _, inputs = stack.pop()
+            if name in wanted:
+                params = sum(p.numel() for p in module.parameters())
+                blocks.append(BlockShape(name, type(module).__name__, inputs, shapes_of(output), params))
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave(name)))
+    try:
+        with torch.no_grad():
+            output = model(example_inputs(spec))
+    except Exception as exc:
+        path, module, inputs = stack[-1] if stack else ("model", model, [])
+        raise TraceFailure(path, module, inputs, exc) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Trace(spec, shapes_of(output), blocks)
+
+
+def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | None) -> tuple[str, str | None]:
+    """Turn a failure into ``(message, hint)``, recognising pytorchvideo's known traps."""
+    module, inputs = failure.module, failure.inputs
+    where = f"{failure.path} ({type(module).__name__}) got {fmt_shapes(inputs)}"
+    error = str(failure.error).strip().splitlines()[0] if str(failure.error).strip() else type(failure.error).__name__
+    swap_hint = "add `- op: swap_pool` before the head: adaptive pooling accepts any clip size"
+    if isinstance(module, (nn.AvgPool3d, nn.MaxPool3d)) and inputs:
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 3
+        if any(k > d for k, d in zip(kernel, inputs[0][2:])):
+            return (f"{where}: {type(module).__name__} kernel {tuple(kernel)} is larger than the "
+                    f"feature map {inputs[0][2:]} (clip {spec.frames} frames at "
+                    f"{spec.size[0]}x{spec.size[1]})", swap_hint)
+    type_name = type(module).__name__
+    if type_name == "PoolConcatPathway":
+        return (f"{where}: the fixed head pools leave pathways of different sizes ({error})", swap_hint)
+    if type_name == "FuseFastToSlow" and len(inputs) == 2 and spec.alpha:
+        slow_t, fast_t = inputs[0][2], inputs[1][2]
+        return (f"{where}: the fast-to-slow fusion turns fast T={fast_t} into "
+                f"ceil({fast_t}/{spec.alpha}), which does not meet slow T={slow_t}",
+                f"use input.frames divisible by alpha ({spec.alpha}), e.g. "
+                f"{max(spec.alpha, spec.frames // spec.alpha * spec.alpha)}")
+    if isinstance(module, nn.Conv3d) and inputs and len(inputs[0]) > 1 and inputs[0][1] != module.in_channels:
+        message = f"{where}: {failure.path} expects {module.in_channels} input channels, not {inputs[0][1]}"
+        ratio = (base_args or {}).get("slowfast_channel_reduction_ratio")
+        if "fusion" in failure.path and ratio is not None:
+            ratio = ratio[0] if isinstance(ratio, (list, tuple)) else ratio
+            stem = (base_args or {}).get("stem_dim_outs", (64, 8))
+            return message, (f"slowfast_channel_reduction_ratio {ratio} needs a fast stem of "
+                             f"{stem[0] // ratio} channels: set stem_dim_outs: [{stem[0]}, {stem[0] // ratio}]")
+        if failure.path.startswith("blocks.0.multipathway_blocks"):
+            return message, "set input.channels to what the stem takes, or adapt the stem (grayscale_stem, adapt_stem)"
+        return message, None
+    return f"{where}: {error}", None
+
+
+def expect_matches(expected: list, outputs: list[Shape]) -> bool:
+    wanted = [expected] if expected and isinstance(expected[0], int) else expected
+    if len(wanted) != len(outputs):
+        return False
+    return all(len(w) == len(o) and all(a in (-1, b) for a, b in zip(w, o))
+               for w, o in zip(wanted, outputs))
+
+
+def summary_table(model: nn.Module, spec: InputSpec, depth: int = 2) -> str:
+    """torchinfo's per-layer table (shapes, parameters, mult-adds), computed on meta."""
+    from torchinfo import summary
+
+    stats = summary(model, input_data=[example_inputs(spec)], device="meta", depth=depth, verbose=0,
+                    col_names=("input_size", "output_size", "num_params", "mult_adds"))
+    return str(stats)
