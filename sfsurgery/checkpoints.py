@@ -8,6 +8,7 @@ files hold tensors only.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import pickle
 import re
@@ -110,8 +111,13 @@ def register_checkpoint_formats(register):
     register("safetensors", convert_safetensors)
 
 
-def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any) -> tuple[dict, list[str]]:
-    """Read ``path`` and convert it to a flat state dict; returns it with notes for the report."""
+def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,
+                         model_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[dict, list[str]]:
+    """Read ``path`` and convert it to a flat state dict; returns it with notes for the report.
+
+    ``model_shapes`` (the base's state-dict shapes) is passed to converters that declare a
+    ``model_shapes`` keyword, so they can explain a checkpoint made for another architecture.
+    """
     if fmt == "auto":
         fmt = "safetensors" if path.suffix == ".safetensors" else "pytorchvideo"
     spec = registry.get("formats", fmt)
@@ -122,7 +128,8 @@ def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any) -> tuple
             raise CheckpointError(f"{path.name} has no entry {key!r} (found: {found})",
                                   hint="checkpoint_key: auto tries " + ", ".join(STATE_DICT_KEYS))
         checkpoint = checkpoint[key]
-    state = spec.convert(checkpoint, str(path))
+    extra = {"model_shapes": model_shapes or {}} if "model_shapes" in inspect.signature(spec.convert).parameters else {}
+    state = spec.convert(checkpoint, str(path), **extra)
     notes = []
     if all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -83,7 +83,8 @@ def _read_weights(recipe: Recipe, plan: Plan, registry: Registry):
         path, kind = recipe.resolve_path(config.checkpoint), "checkpoint"
     else:
         return None, {"weights": "random", "seed": recipe.seed}, []
-    state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry)
+    shapes = {k: tuple(v.shape) for k, v in plan.base.on_meta().state_dict().items()}
+    state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry, shapes)
     return state, {"weights": kind, "file": path.name, "sha256": sha256(path)}, notes
 
 
