@@ -68,7 +68,9 @@ def read_checkpoint(path: Path) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            name = found.group(1) if found else "a Python object"
+            if not found:
+                raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({exc})") from None
+            name = found.group(1)
             raise CheckpointError(
                 f"{path.name} refers to {name}, which a weights-only load refuses because "
                 "unpickling it could run code; nothing was executed",
