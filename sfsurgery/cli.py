@@ -177,6 +177,39 @@ def ops(name: str | None, as_json: bool) -> None:
             click.echo(f"    {row['help'].splitlines()[0] if row['help'] else ''}")
 
 
+@main.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@user_errors
+def inspect_(file: str, as_json: bool) -> None:
+    """Show what FILE.safetensors holds: recipe, shapes, parameters, source, lineage."""
+    from .inspection import inspect_file
+
+    info = inspect_file(file)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    recipe, params, source = info["recipe"], info["params"], info["source"]
+    click.echo(f"file      {info['file']}  ({info['bytes'] / 1e6:.1f} MB, {info['tensors']} tensors, "
+               f"{', '.join(f'{n} {d}' for d, n in info['dtypes'].items())})")
+    click.echo(f"recipe    {recipe['name']}  seed {recipe['seed']}  base {json.dumps(recipe['base'])}")
+    click.echo(f"ops       {' -> '.join(info['ops']) or '(none)'}")
+    click.echo(f"input     {json.dumps(info['input'])}")
+    click.echo(f"output    {_shape(info['output_shape'])}")
+    click.echo(f"params    {params['total']:,} ({params['trainable']:,} trainable)")
+    weights = source["weights"]
+    detail = f"{source['file']} sha256 {source['sha256'][:16]}..." if "file" in source else f"seed {source.get('seed')}"
+    click.echo(f"weights   {weights}: {detail}")
+    for i, entry in enumerate(info["lineage"]):
+        click.echo(f"ops[{i}]    {entry['op']}: +{entry['added']} -{entry['removed']} ~{entry['transformed']} keys"
+                   + (f"  ({'; '.join(entry['notes'])})" if entry["notes"] else ""))
+    versions = info["versions"]
+    plugins = ", ".join(f"{k} {v}" for k, v in versions["plugins"].items())
+    click.echo(f"versions  sfsurgery {versions['sfsurgery']}, torch {versions['torch']}, "
+               f"pytorchvideo {versions['pytorchvideo']}" + (f", {plugins}" if plugins else ""))
+    click.echo(f"data      {'sha256 verified' if info['data_verified'] else 'no digest recorded'}")
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
     return text or str(annotation).replace("typing.", "")

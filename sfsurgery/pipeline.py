@@ -18,7 +18,7 @@ from .errors import FileFormatError, RecipeError
 from .plan import Plan, make_plan, replay
 from .plugins import Registry
 from .recipe import FORMAT_VERSION, Recipe, canonical_json, load_recipe
-from .safetensors_io import as_torch_dtype, cast_floats, read_metadata, write_safetensors
+from .safetensors_io import as_torch_dtype, cast_floats, read_metadata, verify_data, write_safetensors
 from .trace import Trace
 
 RANDOM_WARNING = ("backbone weights are random (no checkpoint, pretrained: false): fine to try the "
@@ -177,13 +177,14 @@ def _metadata(recipe: Recipe, plan: Plan, report: dict, registry: Registry) -> d
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, *,
-         registry: Registry | None = None, plugins: Iterable[Any] = ()) -> nn.Module:
+         verify: bool = True, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> nn.Module:
     """Rebuild a model from an sfsurgery file alone; no download, no checkpoint, no pickle.
 
     Args:
         path: a file written by ``sfsurgery apply`` / ``Result.save``.
         device: where the tensors go (``"cuda"`` loads straight onto the GPU).
         dtype: cast floating tensors on load (``torch.bfloat16`` or ``"bfloat16"``).
+        verify: check the tensor data against the sha256 recorded in the file.
 
     Returns:
         The model in eval mode; it does not mutate the list you call it with.
@@ -196,6 +197,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
     metadata = read_metadata(path)
     registry = registry or Registry(plugins)
     recipe = recipe_from_metadata(metadata, Path(path).name, registry)
+    if verify:
+        verify_data(path, metadata)
     model = make_plan(recipe, registry, check=False).model
     state = load_file(str(path), device=str(device))
     dtype = as_torch_dtype(dtype)

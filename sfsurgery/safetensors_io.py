@@ -8,6 +8,7 @@ at a time, cast on the way. Reading uses the safetensors library.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from .errors import FileFormatError, OutputExistsError
 DTYPE_CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
                torch.uint8: "U8", torch.bool: "BOOL"}
+DATA_DIGEST_KEY = "sfsurgery.data_sha256"
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -53,26 +55,33 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     if sys.byteorder != "little":  # safetensors data is little-endian
         raise NotImplementedError("writing safetensors needs a little-endian machine")
     names = sorted(tensors)
-    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
-    offset = 0
+    entries, offset = {}, 0
     for name in names:
         t = tensors[name]
         out_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
         size = t.numel() * out_dtype.itemsize
-        header[name] = {"dtype": DTYPE_CODES[out_dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + size]}
+        entries[name] = {"dtype": DTYPE_CODES[out_dtype], "shape": list(t.shape),
+                         "data_offsets": [offset, offset + size]}
         offset += size
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(len(blob).to_bytes(8, "little"))
-            f.write(blob)
+            # The data digest goes in the header, which comes first: write a same-length
+            # placeholder, hash while streaming the tensors, then rewrite the header in place.
+            placeholder = _header(metadata, entries, "0" * 64)
+            f.write(len(placeholder).to_bytes(8, "little"))
+            f.write(placeholder)
+            digest = hashlib.sha256()
             for name in names:
-                t = cast_floats(tensors[name].detach(), dtype).contiguous().cpu()
-                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+                data = cast_floats(tensors[name].detach(), dtype).contiguous().cpu()
+                chunk = data.reshape(-1).view(torch.uint8).numpy().data
+                digest.update(chunk)
+                f.write(chunk)
+            header = _header(metadata, entries, digest.hexdigest())
+            assert len(header) == len(placeholder)
+            f.seek(8)
+            f.write(header)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -90,6 +99,26 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             os.unlink(tmp)
         raise
     return path
+
+
+def _header(metadata: dict[str, str], entries: dict[str, Any], data_sha256: str) -> bytes:
+    meta = dict(sorted({**metadata, DATA_DIGEST_KEY: data_sha256}.items()))
+    blob = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode()
+    return blob + b" " * (-len(blob) % 8)
+
+
+def verify_data(path: str | Path, metadata: dict[str, str]) -> bool | None:
+    """Check the tensor data against the digest written with it; None if the file has none."""
+    expected = metadata.get(DATA_DIGEST_KEY)
+    if expected is None:
+        return None
+    with open(path, "rb") as f:
+        f.seek(8 + int.from_bytes(f.read(8), "little"))
+        actual = hashlib.file_digest(f, "sha256").hexdigest()
+    if actual != expected:
+        raise FileFormatError(f"{Path(path).name} is corrupted: its tensor data does not match the "
+                              "sha256 recorded when it was written", hint="write the file again")
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -136,5 +136,5 @@ def test_pretrained_comes_from_the_torch_hub_cache(tmp_path, monkeypatch, regist
     save_zoo_checkpoint(stock, expected_path)
     result = sfsurgery.apply(recipe, registry=registry)
     assert result.report["source"]["weights"] == "pretrained"
-    got = result.model.state_dict()
-    assert got.keys() <= stock.state_dict().keys() and all(torch.equal(v, stock.state_dict()[k]) for k, v in got.items())
+    got, expected = result.model.state_dict(), stock.state_dict()
+    assert got.keys() <= expected.keys() and all(torch.equal(v, expected[k]) for k, v in got.items())
