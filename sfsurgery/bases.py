@@ -112,8 +112,13 @@ class ResolvedBase:
 
 
 def check_base(config: BaseConfig, registry: Any) -> None:
-    """Fail early on an unknown hub name or bad create_slowfast arguments."""
+    """Fail early on an unknown hub name, checkpoint format or bad create_slowfast arguments."""
     resolve_base(config, registry)
+    if config.checkpoint_format != "auto":
+        try:
+            registry.get("formats", config.checkpoint_format)
+        except RecipeError as exc:
+            raise RecipeError(f"base.checkpoint_format: {exc.message}", hint=exc.hint) from None
 
 
 def resolve_base(config: BaseConfig, registry: Any) -> ResolvedBase:

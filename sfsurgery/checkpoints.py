@@ -50,6 +50,10 @@ def read_checkpoint(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}",
                               hint="base.checkpoint is relative to the recipe's folder")
+    if path.suffix == ".pkl":
+        raise CheckpointError(f"{path.name}: .pkl files are Caffe2/Detectron pickles, which sfsurgery does not "
+                              "load (unpickling them could run code)",
+                              hint="convert it once in PySlowFast and save a .pyth checkpoint")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -210,6 +210,35 @@ def inspect_(file: str, as_json: bool) -> None:
     click.echo(f"data      {'sha256 verified' if info['data_verified'] else 'no digest recorded'}")
 
 
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@user_errors
+def plugins(show_all: bool, as_json: bool) -> None:
+    """List installed plugins and what each provides."""
+    from .plugins import Registry
+
+    rows = Registry().describe_plugins(include_builtin=show_all)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no third-party plugins installed (--all shows the built-ins)")
+    for row in rows:
+        origin = f"{row['distribution']} {row['version']}" if row["distribution"] else "in-process"
+        provides = "; ".join(f"{table}: {', '.join(row[table])}" for table in ("ops", "bases", "formats") if row[table])
+        click.echo(f"{row['plugin']:<26} {origin:<28} {provides}")
+
+
+@main.command()
+@user_errors
+def schema() -> None:
+    """Print the JSON Schema of recipes (plugin ops included) for editors and CI."""
+    from .schema import recipe_schema
+
+    click.echo(json.dumps(recipe_schema(), indent=2))
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
     return text or str(annotation).replace("typing.", "")

@@ -179,7 +179,8 @@ def get_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name}: {exc}", hint="hook names are register_ops, "
+        name = pm.get_name(exc.plugin) or str(exc.plugin)
+        raise PluginError(f"plugin {provenance.get(name, name)}: {exc}", hint="hook names are register_ops, "
                           "register_bases and register_checkpoint_formats") from exc
     return pm, provenance
 
@@ -215,6 +216,17 @@ class Registry:
                 table[name] = make(name, obj, provider=_provider, **extra)
 
             impl.function(register=register)
+
+    def describe_plugins(self, *, include_builtin: bool = False) -> list[dict[str, Any]]:
+        """One row per plugin: provider and the ops, bases and formats it registered."""
+        rows = []
+        for provider in self.providers.values():
+            if provider.distribution == "sfsurgery" and not include_builtin:
+                continue
+            provides = {table: sorted(k for k, v in getattr(self, table).items() if v.provider == provider)
+                        for table in ("ops", "bases", "formats")}
+            rows.append({**provider.as_dict(), **provides})
+        return rows
 
     def get(self, table: str, name: str) -> Any:
         """Look ``name`` up in ``ops``, ``bases`` or ``formats``; suggest near misses."""
