@@ -19,6 +19,8 @@ _LAZY = {
     "SurgeryError": "errors", "TraceError": "errors", "RecipeError": "errors",
     "CheckpointError": "errors", "PluginError": "errors", "FileFormatError": "errors",
     "OpError": "errors",
+    "pack_pathways": "video", "VideoError": "video", "predict": "predict",
+    "inspect_file": "inspection", "recipe_schema": "schema",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

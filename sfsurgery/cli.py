@@ -244,5 +244,28 @@ def _type_name(annotation: Any) -> str:
     return text or str(annotation).replace("typing.", "")
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="How many classes to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--device", default="cpu", show_default=True, help="Where to run: cpu, cuda, cuda:N.")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Text file with one class label per line.")
+@user_errors
+def predict(file: str, video: str, topk: int, as_json: bool, device: str, labels: str | None) -> None:
+    """Run the model in FILE (.safetensors) on VIDEO and print its top classes."""
+    from .predict import predict as run
+
+    result = run(file, video, topk=topk, device=device, labels=labels)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"file   {result['file']}")
+    click.echo(f"video  {result['video']}")
+    click.echo(f"{'rank':>4}  {'class':>5}  {'score':>8}  label")
+    for rank, entry in enumerate(result["topk"], 1):
+        click.echo(f"{rank:>4}  {entry['class']:>5}  {entry['score']:>8.4f}  {entry['label'] or '-'}")
+
+
 if __name__ == "__main__":
     main()

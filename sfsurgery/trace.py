@@ -109,6 +109,8 @@ def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
         if name:
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave(name)))
+    training = model.training
+    model.eval()  # same shapes; BatchNorm's training path costs ~40% more on meta
     try:
         with torch.no_grad():
             output = model(example_inputs(spec))
@@ -116,6 +118,7 @@ def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
         path, module, inputs = stack[-1] if stack else ("model", model, [])
         raise TraceFailure(path, module, inputs, exc) from exc
     finally:
+        model.train(training)
         for handle in handles:
             handle.remove()
     return Trace(spec, shapes_of(output), blocks)
