@@ -64,9 +64,11 @@ def _is_meta(model: nn.Module) -> bool:
 
 
 def _lineage_entry(before: dict[str, Any], after: dict[str, Any], ctx: OpContext, provider: dict) -> dict:
+    # a key the op says it added replaces whatever stood under that name: removed + added
+    declared = set(ctx.records["added"])
     added = [k for k in after if k not in before]
-    removed = [k for k in before if k not in after]
-    transformed = [k for k in after if k in before and after[k] is not before[k]]
+    removed = [k for k in before if k not in after or k in declared]
+    transformed = [k for k in after if k in before and after[k] is not before[k] and k not in declared]
     merged = {key: sorted(set(auto) | set(ctx.records[key])) for key, auto in
               (("added", added), ("removed", removed), ("transformed", transformed))}
     return {"index": ctx.index, "op": ctx.name, "provider": provider, **merged, "notes": ctx.records["notes"]}

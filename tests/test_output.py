@@ -107,7 +107,8 @@ def test_inspect_summarises_the_file(saved):
     assert info["output_shape"] == [1, 6] and info["input"]["size"] == [96, 96]
     assert info["params"]["total"] == sum(p.numel() for p in result.model.parameters())
     assert info["source"]["file"] == "r18.pyth" and len(info["source"]["sha256"]) == 64
-    assert info["lineage"][1]["op"] == "replace_head" and info["lineage"][1]["added"] == 2
+    assert info["lineage"][1]["op"] == "replace_head"
+    assert (info["lineage"][1]["added"], info["lineage"][1]["removed"]) == (4, 2)  # hidden + proj; old proj
     state = result.model.state_dict()
     ints = sum(1 for t in state.values() if t.dtype == torch.int64)
     assert info["data_verified"] is True and info["dtypes"] == {"F32": len(state) - ints, "I64": ints}

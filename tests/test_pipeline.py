@@ -138,7 +138,7 @@ def test_file_metadata_is_plain_json_and_rebuilds(tmp_path, r18, r18_checkpoint,
     assert params["total"] == sum(p.numel() for p in result.model.parameters())
     assert json.loads(meta["sfsurgery.versions"])["torch"] == torch.__version__
     lineage = json.loads(meta["sfsurgery.lineage"])
-    assert lineage["ops"][0]["added"] == [] and "blocks.6.proj.weight" in lineage["ops"][0]["transformed"]
+    assert lineage["ops"][0]["added"] == lineage["ops"][0]["removed"] == ["blocks.6.proj.bias", "blocks.6.proj.weight"]
 
     model = sfsurgery.load(path)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in result.model.state_dict().items())

@@ -63,7 +63,9 @@ def replace_head(
             nn.init.normal_(layer.weight, std=INIT_STD, generator=ctx.generator)
             nn.init.zeros_(layer.bias)
     blocks.append(head)
-    ctx.record(note=f"head {width} -> {num_classes} classes at blocks.{len(blocks) - 1}")
+    prefix = f"blocks.{len(blocks) - 1}."
+    ctx.record(added=[prefix + k for k in head.state_dict()],
+               note=f"head {width} -> {num_classes} classes at {prefix[:-1]}")
 
 
 @hookimpl
