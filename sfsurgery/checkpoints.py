@@ -12,6 +12,8 @@ import inspect
 import os
 import pickle
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,11 +120,11 @@ def register_checkpoint_formats(register):
 
 
 def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,
-                         model_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[dict, list[str]]:
+                         base_model: nn.Module | None = None) -> tuple[dict, list[str]]:
     """Read ``path`` and convert it to a flat state dict; returns it with notes for the report.
 
-    ``model_shapes`` (the base's state-dict shapes) is passed to converters that declare a
-    ``model_shapes`` keyword, so they can explain a checkpoint made for another architecture.
+    Converters that declare a ``model_shapes`` keyword get the base's ``{key: shape}`` (from
+    ``base_model``) so they can explain a checkpoint made for another architecture.
     """
     if fmt == "auto":
         fmt = "safetensors" if path.suffix == ".safetensors" else "pytorchvideo"
@@ -134,7 +136,10 @@ def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,
             raise CheckpointError(f"{path.name} has no entry {key!r} (found: {found})",
                                   hint="checkpoint_key: auto tries " + ", ".join(STATE_DICT_KEYS))
         checkpoint = checkpoint[key]
-    extra = {"model_shapes": model_shapes or {}} if "model_shapes" in inspect.signature(spec.convert).parameters else {}
+    extra = {}
+    if "model_shapes" in inspect.signature(spec.convert).parameters:
+        state = base_model.state_dict() if base_model is not None else {}
+        extra["model_shapes"] = {k: tuple(v.shape) for k, v in state.items()}
     state = spec.convert(checkpoint, str(path), **extra)
     notes = []
     if all(k.startswith("module.") for k in state):
@@ -144,17 +149,39 @@ def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def pretrained_path(url: str) -> Path:
-    """The torch hub cache file for ``url``, downloaded there unless offline."""
+def sha256_in_background(path: Path) -> Callable[[], str]:
+    """Start hashing ``path`` on another core (hashlib releases the GIL); call the result to wait.
+
+    A daemon thread, so a failing command exits at once instead of finishing the hash.
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["digest"] = sha256(path)
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="sfsurgery-sha256", daemon=True)
+    thread.start()
+
+    def wait() -> str:
+        thread.join()
+        if "error" in result:
+            raise CheckpointError(f"cannot read {path.name}: {result['error']}")
+        return result["digest"]
+
+    return wait
+
+
+def pretrained_path(url: str, *, download: bool = True) -> Path:
+    """The torch hub cache file for ``url``, downloaded there unless offline (or ``download=False``)."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-    if path.is_file():
+    if path.is_file() or not download:
         return path
     hint = f"download {url} and put it at {path}"
     if os.environ.get(OFFLINE_ENV) == "1":

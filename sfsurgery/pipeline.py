@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoints import LoadReport, load_state_dict_file, load_weights, pretrained_path, sha256
+from .checkpoints import LoadReport, load_state_dict_file, load_weights, pretrained_path, sha256_in_background
 from .errors import FileFormatError, RecipeError
 from .plan import Plan, make_plan, replay
 from .plugins import Registry
@@ -73,19 +73,17 @@ class Result:
                                  self.metadata, dtype=dtype, force=force)
 
 
-def _read_weights(recipe: Recipe, plan: Plan, registry: Registry):
+def _weights_file(recipe: Recipe, registry: Registry) -> tuple[Path, str] | None:
+    """Where the weights come from, without downloading anything yet."""
     config = recipe.base
     if config.pretrained:
-        if not plan.base.weights:
+        spec = registry.get("bases", config.hub)
+        if not spec.weights:
             raise RecipeError(f"base {config.hub} has no model-zoo weights", hint="use base.checkpoint")
-        path, kind = pretrained_path(plan.base.weights), "pretrained"
-    elif config.checkpoint:
-        path, kind = recipe.resolve_path(config.checkpoint), "checkpoint"
-    else:
-        return None, {"weights": "random", "seed": recipe.seed}, []
-    shapes = {k: tuple(v.shape) for k, v in plan.base.on_meta().state_dict().items()}
-    state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry, shapes)
-    return state, {"weights": kind, "file": path.name, "sha256": sha256(path)}, notes
+        return pretrained_path(spec.weights, download=False), "pretrained"
+    if config.checkpoint:
+        return recipe.resolve_path(config.checkpoint), "checkpoint"
+    return None
 
 
 def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Result:
@@ -105,17 +103,26 @@ def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[An
     """
     registry = registry or Registry(plugins)
     recipe = _recipe(recipe, registry)
+    weights = _weights_file(recipe, registry)
+    # checksumming the file (for lineage) overlaps the planning; no tensor is read before it passes
+    digest = sha256_in_background(weights[0]) if weights and weights[0].is_file() else None
     plan = make_plan(recipe, registry)  # raises before any weight is read
-    state, source, notes = _read_weights(recipe, plan, registry)
+    notes: list[str] = []
     with torch.random.fork_rng(devices=[]):
-        if state is None:
-            model = plan.base.seeded(recipe.seed)
-            load = None
+        if weights is None:
+            model, load = plan.base.seeded(recipe.seed), None
+            source = {"weights": "random", "seed": recipe.seed}
         else:
-            model = plan.base.on_meta()
-            load = load_weights(model, state, recipe.base.load, recipe.seed,
-                                source["file"])
+            path, kind = weights
+            if kind == "pretrained":
+                path = pretrained_path(plan.base.weights)
+            config = recipe.base
+            state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry,
+                                                plan.pristine)
+            model = plan.pristine
+            load = load_weights(model, state, config.load, recipe.seed, path.name)
             del state
+            source = {"weights": kind, "file": path.name, "sha256": (digest or sha256_in_background(path))()}
         executed = replay(recipe, registry, model, plan.base, traces=plan.traces)
     model = protect_inputs(executed.model.eval())
     source = {"base": plan.base.describe, **source}

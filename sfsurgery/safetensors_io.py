@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,16 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             f.write(len(placeholder).to_bytes(8, "little"))
             f.write(placeholder)
             digest = hashlib.sha256()
-            for name in names:
-                data = cast_floats(tensors[name].detach(), dtype).contiguous().cpu()
-                chunk = data.reshape(-1).view(torch.uint8).numpy().data
-                digest.update(chunk)
-                f.write(chunk)
+            with ThreadPoolExecutor(max_workers=1) as hasher:  # hashing and writing both release the GIL
+                previous = None
+                for name in names:
+                    data = cast_floats(tensors[name].detach(), dtype).contiguous().cpu()
+                    chunk = data.reshape(-1).view(torch.uint8).numpy().data
+                    hashed = hasher.submit(digest.update, chunk)  # one worker: chunks hash in order
+                    f.write(chunk)
+                    if previous is not None:
+                        previous.result()  # at most two chunks in flight
+                    previous = hashed
             header = _header(metadata, entries, digest.hexdigest())
             assert len(header) == len(placeholder)
             f.seek(8)
