@@ -33,6 +33,52 @@ DEFAULT_BASE: dict[str, Any] = {
 DEFAULT_INPUT: dict[str, Any] = {"batch": 1, "frames": 8, "alpha": 4, "size": [64, 64]}
 
 
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Give every BatchNorm random statistics and affine parameters, in place.
+
+    pytorchvideo initialises each residual branch's last BatchNorm to zero, which would hide
+    a broken branch; trained checkpoints never look like that.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+def stock_slowfast(seed: int = 0, **create_slowfast_kwargs: Any) -> torch.nn.Module:
+    """pytorchvideo's own ``create_slowfast`` with random weights and BatchNorm, in eval mode.
+
+    Example:
+        >>> model = stock_slowfast(model_depth=18)
+    """
+    from .bases import create_slowfast
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_slowfast(**create_slowfast_kwargs)
+    return randomize_batchnorm(model, seed + 1).eval()
+
+
+def save_zoo_checkpoint(model: torch.nn.Module, path: str | Path, **extra: Any) -> Path:
+    """Save ``model`` in the model zoo's layout: ``{"model_state": ..., "epoch": np.int64}``."""
+    import numpy as np
+
+    torch.save({"model_state": model.state_dict(), "epoch": np.int64(196), **extra}, path)
+    return Path(path)
+
+
+def example_clip(shape: tuple[int, int, int, int, int], alpha: int = 4, seed: int = 0) -> list[torch.Tensor]:
+    """Fresh ``[slow, fast]`` tensors for a (B, C, T_fast, H, W) clip (slow = every alpha-th frame)."""
+    fast = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return [fast[:, :, ::alpha].clone(), fast]
+
+
 def _fail(name: str, check: str, message: str) -> AssertionError:
     return AssertionError(f"op {name!r} fails conformance check {check!r}: {message}")
 

@@ -7,52 +7,19 @@ final BN pytorchvideo initialises to zero) changes the output.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from torch import nn
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    from pytorchvideo.models.slowfast import create_slowfast
-
 from sfsurgery.plugins import Registry
+from sfsurgery.testing import example_clip, randomize_batchnorm, save_zoo_checkpoint, stock_slowfast
+
+__all__ = ["clip", "randomize_batchnorm", "save_zoo_checkpoint", "stock_model"]
 
 
-def randomize_batchnorm(model: nn.Module, seed: int = 1) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
-
-
-def stock_model(seed: int = 0, **kwargs) -> nn.Module:
-    """pytorchvideo's create_slowfast with random weights and BN statistics, in eval mode."""
-    torch.manual_seed(seed)
-    return randomize_batchnorm(create_slowfast(**kwargs), seed + 1).eval()
-
-
-def save_zoo_checkpoint(model: nn.Module, path: Path, **extra) -> Path:
-    """The model zoo's layout: {"model_state": ..., "epoch": np.int64}."""
-    torch.save({"model_state": model.state_dict(), "epoch": np.int64(196), **extra}, path)
-    return path
-
-
-def clip(spec: tuple[int, int, int, int, int], alpha: int = 4, seed: int = 0) -> list[torch.Tensor]:
-    """[slow, fast] for a (B, C, T_fast, H, W) spec; fresh tensors every call."""
-    b, c, t, h, w = spec
-    g = torch.Generator().manual_seed(seed)
-    fast = torch.randn(b, c, t, h, w, generator=g)
-    return [fast[:, :, ::alpha].clone(), fast]
+stock_model = stock_slowfast  # pytorchvideo's create_slowfast, random weights and BN statistics, eval mode
+clip = example_clip  # fresh [slow, fast] tensors for a (B, C, T_fast, H, W) spec
 
 
 @pytest.fixture

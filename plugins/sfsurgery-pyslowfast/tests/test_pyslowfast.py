@@ -1,6 +1,7 @@
 """The installed sfsurgery-pyslowfast plugin: key mapping, end to end loads, cfg checks, refusals.
 
-Self-contained (no conftest): the few helpers it needs are copied from sfsurgery's tests.
+Self-contained (no conftest), as a third-party plugin's tests would be: real models and clips come
+from ``sfsurgery.testing``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import nn
 import sfsurgery
 from sfsurgery.errors import CheckpointError
 from sfsurgery.plugins import Registry
+from sfsurgery.testing import example_clip as clip
+from sfsurgery.testing import stock_slowfast as stock_model
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -34,30 +37,6 @@ R18_CFG = {"MODEL": {"ARCH": "slowfast", "NUM_CLASSES": 400}, "RESNET": {"DEPTH"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def randomize_batchnorm(model: nn.Module, seed: int = 1) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
-
-
-def stock_model(seed: int = 0, **kwargs) -> nn.Module:
-    torch.manual_seed(seed)
-    return randomize_batchnorm(create_slowfast(**kwargs), seed + 1).eval()
-
-
-def clip(spec: tuple[int, int, int, int, int], alpha: int = 4, seed: int = 0) -> list[torch.Tensor]:
-    b, c, t, h, w = spec
-    fast = torch.randn(b, c, t, h, w, generator=torch.Generator().manual_seed(seed))
-    return [fast[:, :, ::alpha].clone(), fast]
-
 
 def to_pyslowfast(key: str) -> str:
     """pytorchvideo name -> PySlowFast name, written independently of the plugin (token by token)."""
