@@ -185,13 +185,13 @@ def pretrained_path(url: str, *, download: bool = True) -> Path:
         return path
     hint = f"download {url} and put it at {path}"
     if os.environ.get(OFFLINE_ENV) == "1":
-        raise CheckpointError(f"model-zoo weights are not in the torch hub cache and "
-                              f"{OFFLINE_ENV}=1 forbids downloading: {path}", hint=hint)
+        raise CheckpointError(f"model-zoo weights {url} are not in the torch hub cache at {path}, and "
+                              f"{OFFLINE_ENV}=1 forbids downloading them", hint=hint)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(url, str(path), progress=True)
     except Exception as exc:
-        raise CheckpointError(f"could not download {url}: {exc}", hint=hint) from None
+        raise CheckpointError(f"could not download {url} to {path}: {exc}", hint=hint) from None
     return path
 
 

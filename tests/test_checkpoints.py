@@ -129,8 +129,9 @@ def test_pretrained_comes_from_the_torch_hub_cache(tmp_path, monkeypatch, regist
     with pytest.raises(CheckpointError) as info:
         sfsurgery.apply(recipe, registry=registry)
     expected_path = tmp_path / "torch" / "hub" / "checkpoints" / "SLOWFAST_8x8_R50.pyth"
-    assert str(expected_path) in info.value.message
-    assert "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth" in info.value.hint
+    url = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
+    assert str(expected_path) in info.value.message and url in info.value.message
+    assert f"download {url} and put it at {expected_path}" == info.value.hint
     expected_path.parent.mkdir(parents=True)
     stock = stock_model(model_depth=50)
     save_zoo_checkpoint(stock, expected_path)
