@@ -7,24 +7,17 @@ state-dict keys and shapes are pytorchvideo's; weights come from sfsurgery's saf
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .errors import RecipeError
 from .hookspecs import hookimpl
 from .recipe import BaseConfig
 from .suggest import did_you_mean
 
-with warnings.catch_warnings():
-    # pytorchvideo 0.1.5 triggers torch's torch.jit.script FutureWarning on import
-    warnings.simplefilter("ignore", FutureWarning)
-    from pytorchvideo.models import hub as _hub
-    from pytorchvideo.models.slowfast import create_slowfast
+if TYPE_CHECKING:
+    from torch import nn
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
 _CLIP_8x8 = {"batch": 1, "channels": 3, "frames": 32, "alpha": 4, "size": (224, 224)}
@@ -38,17 +31,23 @@ _NULLABLE_ARGS = {"fusion_builder", "head", "head_pool", "head_activation"}
 
 def slowfast_r50(**kwargs: Any) -> nn.Module:
     """SlowFast 8x8 R50 (Kinetics-400 layout, 400 classes)."""
-    return _hub.slowfast_r50(pretrained=False, **kwargs)
+    from ._pytorchvideo import hub
+
+    return hub.slowfast_r50(pretrained=False, **kwargs)
 
 
 def slowfast_r101(**kwargs: Any) -> nn.Module:
     """SlowFast 8x8 R101 (fusion kernel (5,1,1))."""
-    return _hub.slowfast_r101(pretrained=False, **kwargs)
+    from ._pytorchvideo import hub
+
+    return hub.slowfast_r101(pretrained=False, **kwargs)
 
 
 def slowfast_16x8_r101_50_50(**kwargs: Any) -> nn.Module:
     """SlowFast 16x8 R101_50_50 (16 slow / 64 fast frames)."""
-    return _hub.slowfast_16x8_r101_50_50(pretrained=False, **kwargs)
+    from ._pytorchvideo import hub
+
+    return hub.slowfast_16x8_r101_50_50(pretrained=False, **kwargs)
 
 
 @hookimpl
@@ -69,6 +68,8 @@ def _tuples(value: Any) -> Any:
 
 def create_slowfast_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     """Check recipe arguments against ``create_slowfast``'s signature; lists become tuples."""
+    from ._pytorchvideo import create_slowfast
+
     params = inspect.signature(create_slowfast).parameters
     kwargs = {}
     for key, value in raw.items():
@@ -101,11 +102,15 @@ class ResolvedBase:
 
     def on_meta(self) -> nn.Module:
         """The architecture on the meta device: shapes only, no memory, no init cost."""
+        import torch
+
         with torch.device("meta"):
             return self.build()
 
     def seeded(self, seed: int) -> nn.Module:
         """A real, randomly initialised model; the builder's own init under ``seed``."""
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.build()
@@ -130,6 +135,8 @@ def resolve_base(config: BaseConfig, registry: Any) -> ResolvedBase:
         describe = {"hub": config.hub, "pretrained": config.pretrained}
         return ResolvedBase(_guarded(spec.build, {}, f"base {config.hub}"), dict(spec.input),
                             spec.weights, describe)
+    from ._pytorchvideo import create_slowfast
+
     kwargs = create_slowfast_kwargs(config.create_slowfast or {})
     describe = {"create_slowfast": config.create_slowfast}
     return ResolvedBase(_guarded(create_slowfast, kwargs, "create_slowfast"),

@@ -1,4 +1,4 @@
-"""Safe checkpoint loading, state-dict detection, strict/matching loads (a default plugin).
+"""Safe checkpoint loading, strict/matching loads, the hub cache (formats live in formats.py).
 
 Nothing here unpickles code: torch files load with ``weights_only=True`` (numpy scalars
 and dtypes allow-listed, as the model zoo's ``epoch`` is an ``np.int64``), safetensors
@@ -24,10 +24,9 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .hookspecs import hookimpl
+from .formats import STATE_DICT_KEYS
 
 OFFLINE_ENV = "SFSURGERY_OFFLINE"
-STATE_DICT_KEYS = ("model_state", "state_dict", "model")
 _LIST_FIRST = 5
 
 
@@ -87,36 +86,6 @@ def read_checkpoint(path: Path) -> Any:
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({exc})") from None
-
-
-def _flat_tensors(state: Any, where: str) -> dict[str, torch.Tensor]:
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{where} is not a state dict")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{where} holds non-tensor entries: {', '.join(map(str, bad[:_LIST_FIRST]))}",
-                              hint="set base.checkpoint_key to the entry that holds the weights")
-    return state
-
-
-def convert_pytorchvideo(checkpoint: Any, path: str) -> dict[str, torch.Tensor]:
-    """Model-zoo layout ``{"model_state": ..., "epoch": ...}``, or a bare state dict."""
-    if isinstance(checkpoint, dict):
-        for key in STATE_DICT_KEYS:
-            if isinstance(checkpoint.get(key), dict):
-                return _flat_tensors(checkpoint[key], f"{Path(path).name}[{key!r}]")
-    return _flat_tensors(checkpoint, Path(path).name)
-
-
-def convert_safetensors(checkpoint: Any, path: str) -> dict[str, torch.Tensor]:
-    """A flat ``.safetensors`` state dict (sfsurgery's own output files included)."""
-    return _flat_tensors(checkpoint, Path(path).name)
-
-
-@hookimpl
-def register_checkpoint_formats(register):
-    register("pytorchvideo", convert_pytorchvideo)
-    register("safetensors", convert_safetensors)
 
 
 def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,

@@ -27,7 +27,7 @@ ENTRY_POINT_GROUP = "sfsurgery"
 DISABLE_ENV = "SFSURGERY_DISABLE_PLUGINS"
 DEFAULT_PLUGINS = (
     "sfsurgery.bases",
-    "sfsurgery.checkpoints",
+    "sfsurgery.formats",
     "sfsurgery.ops.head",
     "sfsurgery.ops.truncate",
     "sfsurgery.ops.pool",

@@ -49,7 +49,7 @@ def recipe_schema(registry: Registry | None = None) -> dict[str, Any]:
     base["hub"] = {"anyOf": [{"enum": sorted(registry.bases)}, {"type": "null"}], "default": None,
                    "description": "a registered base"}
     base["checkpoint_format"] = {"enum": ["auto", *sorted(registry.formats)], "default": "auto"}
-    from pytorchvideo.models.slowfast import create_slowfast
+    from ._pytorchvideo import create_slowfast
 
     base["create_slowfast"] = {
         "anyOf": [{"type": "object", "additionalProperties": False,

@@ -57,7 +57,7 @@ def stock_slowfast(seed: int = 0, **create_slowfast_kwargs: Any) -> torch.nn.Mod
     Example:
         >>> model = stock_slowfast(model_depth=18)
     """
-    from .bases import create_slowfast
+    from ._pytorchvideo import create_slowfast
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -152,3 +152,15 @@ def test_a_stock_checkpoint_applies_from_the_cli(tmp_path):
     result = run("apply", write_recipe(tmp_path, data), "-o", tmp_path / "seven.safetensors")
     assert result.exit_code == 0, result.output
     assert "loaded   " in result.stdout and "(100.0%)" in result.stdout
+
+
+def test_listing_commands_do_not_import_torch():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom sfsurgery.cli import main\n"
+              "for args in (['--help'], ['ops'], ['ops', 'replace_head'], ['plugins', '--all']):\n"
+              "    main(args, standalone_mode=False)\n"
+              "heavy = sorted(m for m in ('torch', 'pytorchvideo') if m in sys.modules)\n"
+              "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)

@@ -1,29 +1,24 @@
 """Built-in surgery ops, one module per family, each a default plugin.
 
-Helpers here are shared by the op families: finding a pytorchvideo net's blocks and
-pooling pathway outputs into one embedding.
+Op modules import torch and pytorchvideo inside the ops, so registering them (``sfsurgery
+ops``, ``--help``, schema checks) stays light; :mod:`.modules` holds what ops insert.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import OpError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def net_blocks(model: nn.Module) -> nn.ModuleList:
     """The ``blocks`` ModuleList of a pytorchvideo ``Net`` (what ops cut and extend)."""
+    from torch import nn
+
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
         raise OpError(f"expected a pytorchvideo Net with .blocks, got {type(model).__name__}")
     return blocks
-
-
-class GlobalPoolConcat(nn.Module):
-    """Global average pool each pathway, flatten, concatenate: (B, C_slow + C_fast)."""
-
-    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        parts = x if isinstance(x, (list, tuple)) else [x]
-        pooled = [p.flatten(2).mean(-1) if p.dim() > 2 else p for p in parts]
-        return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]

@@ -5,35 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt
-from pytorchvideo.models.head import ResNetBasicHead
-from torch import nn
 
 from ..hookspecs import hookimpl
-from . import GlobalPoolConcat, net_blocks
+from . import net_blocks
 
 INIT_STD = 0.01  # pytorchvideo's head init: normal(0, 0.01) weights, zero bias
-_ACTIVATIONS = {"softmax": lambda: nn.Softmax(dim=1), "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
-
-
-class SurgeryHead(nn.Module):
-    """Global average pool → flatten → dropout → (Linear → ReLU)* → ``proj`` → activation."""
-
-    def __init__(self, in_features: int, num_classes: int, dropout: float, hidden: tuple[int, ...],
-                 activation: str | None, device=None):
-        super().__init__()
-        self.pool = GlobalPoolConcat()
-        self.dropout = nn.Dropout(dropout)
-        layers: list[nn.Module] = []
-        width = in_features
-        for size in hidden:
-            layers += [nn.Linear(width, size, device=device), nn.ReLU()]
-            width = size
-        self.hidden = nn.Sequential(*layers)
-        self.proj = nn.Linear(width, num_classes, device=device)
-        self.activation = _ACTIVATIONS[activation]() if activation else nn.Identity()
-
-    def forward(self, x):
-        return self.activation(self.proj(self.hidden(self.dropout(self.pool(x)))))
 
 
 def replace_head(
@@ -51,6 +27,11 @@ def replace_head(
     a list of pathway tensors (each pooled, then concatenated); the input width comes from
     the trace. New weights: normal(0, 0.01), zero bias, from the recipe seed.
     """
+    from torch import nn
+
+    from .._pytorchvideo import ResNetBasicHead
+    from .modules import SurgeryHead
+
     blocks = net_blocks(ctx.model)
     if isinstance(blocks[-1], (ResNetBasicHead, SurgeryHead)):
         del blocks[len(blocks) - 1]

@@ -5,15 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import PositiveInt
-from pytorchvideo.models.head import ResNetBasicHead
-from pytorchvideo.models.slowfast import PoolConcatPathway
-from torch import nn
 
 from ..errors import OpError
 from ..hookspecs import hookimpl
-
-_ADAPTIVE = {"avg": nn.AdaptiveAvgPool3d, "max": nn.AdaptiveMaxPool3d}
-_FIXED = (nn.AvgPool3d, nn.MaxPool3d)
 
 
 def swap_pool(ctx, *, kind: Literal["avg", "max"] = "avg", output_size: PositiveInt = 1) -> None:
@@ -22,15 +16,21 @@ def swap_pool(ctx, *, kind: Literal["avg", "max"] = "avg", output_size: Positive
     The stock pools ((8,7,7)/(32,7,7)) only fit 8/32 frames at 224 px; adaptive pooling
     fits any T×H×W. At the stock input the ``avg`` variant gives the same output.
     """
+    from torch import nn
+
+    from .._pytorchvideo import PoolConcatPathway, ResNetBasicHead
+
+    adaptive = {"avg": nn.AdaptiveAvgPool3d, "max": nn.AdaptiveMaxPool3d}[kind]
+    fixed = (nn.AvgPool3d, nn.MaxPool3d)
     swapped = []
     for name, module in ctx.model.named_modules():
         if isinstance(module, PoolConcatPathway) and module.pool is not None:
             for i, pool in enumerate(module.pool):
-                if isinstance(pool, _FIXED):
-                    module.pool[i] = _ADAPTIVE[kind](output_size)
+                if isinstance(pool, fixed):
+                    module.pool[i] = adaptive(output_size)
                     swapped.append(f"{name}.pool.{i}")
-        elif isinstance(module, ResNetBasicHead) and isinstance(module.pool, _FIXED):
-            module.pool = _ADAPTIVE[kind](output_size)
+        elif isinstance(module, ResNetBasicHead) and isinstance(module.pool, fixed):
+            module.pool = adaptive(output_size)
             swapped.append(f"{name}.pool")
     if not swapped:
         raise OpError("no fixed-kernel pooling left to swap (no AvgPool3d/MaxPool3d in a "

@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import PositiveInt
-from pytorchvideo.models.stem import ResNetBasicStem
-from torch import nn
 
 from ..errors import OpError, RecipeError
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> torch.Tensor:
@@ -35,6 +36,8 @@ def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> tor
         >>> adapt_input_weight(torch.ones(8, 3, 1, 7, 7), 6, "repeat").shape
         torch.Size([8, 6, 1, 7, 7])
     """
+    import torch
+
     old = weight.shape[1]
     if mode == "sum" or (mode == "repeat" and in_channels == 1):
         return weight.sum(dim=1, keepdim=True)
@@ -52,6 +55,8 @@ def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> tor
 
 
 def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Conv3d]]:
+    from .._pytorchvideo import ResNetBasicStem
+
     convs = [(f"{name}.conv", m.conv) for name, m in model.named_modules() if isinstance(m, ResNetBasicStem)]
     if not convs:
         raise OpError("no ResNetBasicStem found: this op adapts pytorchvideo stems")
@@ -59,6 +64,8 @@ def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Conv3d]]:
 
 
 def _adapt_stems(ctx, in_channels: int, mode: str) -> None:
+    from torch import nn
+
     paths = []
     for path, conv in _stem_convs(ctx.model):
         conv.weight = nn.Parameter(adapt_input_weight(conv.weight.detach(), in_channels, mode))

@@ -6,7 +6,7 @@ from pydantic import PositiveInt
 
 from ..errors import OpError, RecipeError
 from ..hookspecs import hookimpl
-from . import GlobalPoolConcat, net_blocks
+from . import net_blocks
 
 
 def truncate(ctx, *, after: str | None = None, keep: PositiveInt | None = None, pool: bool = False) -> None:
@@ -29,6 +29,8 @@ def truncate(ctx, *, after: str | None = None, keep: PositiveInt | None = None, 
     dropped = [f"blocks.{i}" for i in range(keep, len(blocks))]
     del blocks[keep:]
     if pool:
+        from .modules import GlobalPoolConcat
+
         blocks.append(GlobalPoolConcat())
     ctx.record(note=f"kept blocks.0..blocks.{keep - 1}" + (f", dropped {', '.join(dropped)}" if dropped else "")
                + (", pooled to an embedding" if pool else ""))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from sfsurgery import hookimpl
 from sfsurgery.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["check_path", "convert", "to_pytorchvideo_key"]
 __version__ = "0.1.0"
@@ -115,6 +117,8 @@ def _strip(state: dict, prefix: str) -> dict:
 def convert(checkpoint: Any, path: str, *,
             model_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
     """PySlowFast checkpoint -> flat state dict in pytorchvideo's SlowFast key names."""
+    import torch  # here, not at import: listing plugins stays light
+
     check_path(path)
     name = Path(path).name
     if isinstance(checkpoint, dict) and "blobs" in checkpoint:
