@@ -159,12 +159,14 @@ def rebuild_recipe(recipe: Recipe, plan: Plan) -> dict[str, Any]:
             "expect": recipe.expect.model_dump(mode="json"), "save": {"dtype": recipe.save.dtype}}
 
 
-def _versions(plan: Plan) -> dict[str, Any]:
-    plugins = {}
-    for entry in plan.lineage:
-        provider = entry["provider"]
-        if provider["distribution"] not in (None, "sfsurgery"):
-            plugins[provider["distribution"]] = provider["version"]
+def _versions(recipe: Recipe, plan: Plan, registry: Registry) -> dict[str, Any]:
+    """sfsurgery, torch, pytorchvideo, and each plugin distribution the file depends on."""
+    providers = [entry["provider"] for entry in plan.lineage]
+    if recipe.base.hub:
+        providers.append(registry.bases[recipe.base.hub].provider.as_dict())
+    if recipe.base.checkpoint_format != "auto":
+        providers.append(registry.formats[recipe.base.checkpoint_format].provider.as_dict())
+    plugins = {p["distribution"]: p["version"] for p in providers if p["distribution"] not in (None, "sfsurgery")}
     return {"sfsurgery": __version__, "torch": torch.__version__,
             "pytorchvideo": importlib.metadata.version("pytorchvideo"), "plugins": plugins}
 
@@ -179,7 +181,7 @@ def _metadata(recipe: Recipe, plan: Plan, report: dict, registry: Registry) -> d
         "sfsurgery.source": canonical_json(report["source"]),
         "sfsurgery.lineage": canonical_json({"source": report["source"], "ops": plan.lineage}),
         "sfsurgery.params": canonical_json(report["params"]),
-        "sfsurgery.versions": canonical_json(_versions(plan)),
+        "sfsurgery.versions": canonical_json(_versions(recipe, plan, registry)),
     }
 
 
@@ -227,6 +229,13 @@ def recipe_from_metadata(metadata: dict[str, str], name: str, registry: Registry
         raise FileFormatError(f"{name} uses sfsurgery file format {version}; this sfsurgery reads "
                               f"format {FORMAT_VERSION}", hint="upgrade sfsurgery")
     data = json.loads(metadata["sfsurgery.recipe"])
+    hub = data.get("base", {}).get("hub")
+    if hub is not None and hub not in registry.bases:
+        plugins = json.loads(metadata.get("sfsurgery.versions", "{}")).get("plugins", {})
+        made_with = ", ".join(f"{d} {v}" for d, v in sorted(plugins.items()))
+        raise FileFormatError(f"{name} needs base {hub!r}, which no installed plugin provides"
+                              + (f" (it was written with {made_with})" if made_with else ""),
+                              hint="install that plugin")
     for call in data.get("ops", []):
         if call.get("op") not in registry.ops:
             raise FileFormatError(f"{name} needs op {call.get('op')!r}{_provider_of(metadata, call.get('op'))}, "
@@ -237,7 +246,8 @@ def recipe_from_metadata(metadata: dict[str, str], name: str, registry: Registry
 def _provider_of(metadata: dict[str, str], op: str) -> str:
     lineage = json.loads(metadata.get("sfsurgery.lineage", "{}"))
     for entry in lineage.get("ops", []):
-        if entry.get("op") == op and entry.get("provider", {}).get("distribution"):
-            p = entry["provider"]
-            return f" from plugin {p['plugin']} ({p['distribution']} {p['version']})"
+        provider = entry.get("provider") or {}
+        if entry.get("op") == op and provider.get("plugin"):
+            made_by = f" ({provider['distribution']} {provider['version']})" if provider.get("distribution") else ""
+            return f" from plugin {provider['plugin']}{made_by}"
     return ""

@@ -126,7 +126,12 @@ def test_a_file_shaped_by_a_plugin_needs_it_to_load(installed, tmp_path):
     assert versions["plugins"] == {"sfs-dummy": "1.2.3"}
     assert sfsurgery.load(path).state_dict().keys() == result.model.state_dict().keys()
     installed.setenv("SFSURGERY_DISABLE_PLUGINS", ALL)
-    with pytest.raises(FileFormatError, match=r"needs op 'freeze_stem' from plugin dummy_ok \(sfs-dummy 1\.2\.3\)"):
+    with pytest.raises(FileFormatError, match=r"needs base 'tiny_slowfast', which no installed plugin provides "
+                                              r"\(it was written with sfs-dummy 1\.2\.3\)"):
+        sfsurgery.load(path)
+    on_stock_base = sfsurgery.apply(r18_recipe(None, [{"op": "freeze_stem"}]), plugins=[sys.modules["sfs_dummy.ok"]])
+    path = on_stock_base.save(tmp_path / "stock_base.safetensors")
+    with pytest.raises(FileFormatError, match=r"needs op 'freeze_stem' from plugin sfs_dummy\.ok, which no install"):
         sfsurgery.load(path)
 
 
