@@ -77,12 +77,13 @@ def apply(recipe: str, output: str | None, sets: tuple[str, ...], force: bool, d
           as_json: bool) -> None:
     """Apply RECIPE and write one self-describing .safetensors file."""
     from .pipeline import apply as run
+    from .pipeline import output_path
 
     parsed, registry = _load(recipe, sets)
-    result = run(parsed, registry=registry)
-    target = Path(output) if output else result.default_path()
-    if target.exists() and not force and not dry_run:
+    target = Path(output) if output else output_path(parsed)
+    if target.exists() and not force and not dry_run:  # before any work, not after
         raise OutputExistsError(f"{target} exists", hint="pass --force to replace it")
+    result = run(parsed, registry=registry)
     written = None if dry_run else result.save(target, force=force)
     report = {**result.report, "file": str(written) if written else None}
     if as_json:

@@ -61,16 +61,18 @@ class Result:
     recipe: Recipe
     metadata: dict[str, str]
 
-    def default_path(self) -> Path:
-        if self.recipe.save.path:
-            return self.recipe.resolve_path(self.recipe.save.path)
-        return Path("out") / f"{self.recipe.name}.safetensors"
-
     def save(self, path: str | Path | None = None, *, force: bool = False) -> Path:
         """Write the model and its metadata to ``path`` (default: ``save.path``)."""
         dtype = as_torch_dtype(self.recipe.save.dtype)
-        return write_safetensors(Path(path) if path else self.default_path(), self.model.state_dict(),
+        return write_safetensors(Path(path) if path else output_path(self.recipe), self.model.state_dict(),
                                  self.metadata, dtype=dtype, force=force)
+
+
+def output_path(recipe: Recipe) -> Path:
+    """``save.path`` (relative to the recipe), else ``out/<name>.safetensors`` (relative to the cwd)."""
+    if recipe.save.path:
+        return recipe.resolve_path(recipe.save.path)
+    return Path("out") / f"{recipe.name}.safetensors"
 
 
 def _weights_file(recipe: Recipe, registry: Registry) -> tuple[Path, str] | None:
