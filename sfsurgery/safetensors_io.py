@@ -73,18 +73,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             placeholder = _header(metadata, entries, "0" * 64)
             f.write(len(placeholder).to_bytes(8, "little"))
             f.write(placeholder)
-            digest = hashlib.sha256()
-            with ThreadPoolExecutor(max_workers=1) as hasher:  # hashing and writing both release the GIL
-                previous = None
-                for name in names:
-                    data = cast_floats(tensors[name].detach(), dtype).contiguous().cpu()
-                    chunk = data.reshape(-1).view(torch.uint8).numpy().data
-                    hashed = hasher.submit(digest.update, chunk)  # one worker: chunks hash in order
-                    f.write(chunk)
-                    if previous is not None:
-                        previous.result()  # at most two chunks in flight
-                    previous = hashed
-            header = _header(metadata, entries, digest.hexdigest())
+            digest = _overlapped_write(f, (_tensor_bytes(tensors[name], dtype) for name in names))
+            header = _header(metadata, entries, digest)
             assert len(header) == len(placeholder)
             f.seek(8)
             f.write(header)
@@ -105,6 +95,41 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             os.unlink(tmp)
         raise
     return path
+
+
+def _tensor_bytes(tensor: torch.Tensor, dtype: torch.dtype | None) -> memoryview:
+    """The tensor's data as bytes: no copy unless it must be cast, moved or made contiguous."""
+    data = cast_floats(tensor.detach(), dtype).contiguous().cpu()
+    return data.reshape(-1).view(torch.uint8).numpy().data
+
+
+def _overlapped_write(f, chunks, batch_bytes: int = 8 << 20) -> str:
+    """Write ``chunks`` and return their sha256, hashing on a second core while writing.
+
+    Both ``write`` and ``sha256.update`` release the GIL; chunks are grouped into batches of
+    about ``batch_bytes`` (small BatchNorm tensors would otherwise cost a hand-off each), and at
+    most two batches are in flight, so nothing but views of the tensors is held.
+    """
+    digest = hashlib.sha256()
+
+    def hash_batch(batch: list[memoryview]) -> None:
+        for chunk in batch:
+            digest.update(chunk)
+
+    with ThreadPoolExecutor(max_workers=1) as hasher:  # one worker: batches hash in order
+        previous, batch, size = None, [], 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += chunk.nbytes
+            if size >= batch_bytes:
+                f.writelines(batch)  # first: the pages are then resident when the hasher reads them
+                hashed = hasher.submit(hash_batch, batch)
+                if previous is not None:
+                    previous.result()
+                previous, batch, size = hashed, [], 0
+        f.writelines(batch)
+        hasher.submit(hash_batch, batch)
+    return digest.hexdigest()
 
 
 def _header(metadata: dict[str, str], entries: dict[str, Any], data_sha256: str) -> bytes:
