@@ -85,10 +85,17 @@ def create_slowfast_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _create_slowfast_input(kwargs: dict[str, Any]) -> dict[str, Any]:
-    channels = kwargs.get("input_channels", (3,))[0]
-    alpha = kwargs.get("slowfast_fusion_conv_stride", (4,))[0]
+    """The default clip for these arguments: channels, alpha and frames follow the model."""
+    clip = dict(_CLIP_8x8)
+    for key, field, default in (("input_channels", "channels", (3,)), ("slowfast_fusion_conv_stride", "alpha", (4,))):
+        value = kwargs.get(key, default)
+        if not isinstance(value, tuple) or not value or not isinstance(value[0], int):
+            raise RecipeError(f"base.create_slowfast.{key}: expected a list of integers, got {value!r}")
+        clip[field] = value[0]
     pool = kwargs.get("head_pool_kernel_sizes", ((8, 7, 7), (32, 7, 7)))
-    return {**_CLIP_8x8, "channels": channels, "alpha": alpha, "frames": pool[-1][0]}
+    if isinstance(pool, tuple) and pool and isinstance(pool[-1], tuple) and pool[-1] and isinstance(pool[-1][0], int):
+        clip["frames"] = pool[-1][0]
+    return clip
 
 
 @dataclass
@@ -147,7 +154,7 @@ def _guarded(build: Callable[..., nn.Module], kwargs: dict, what: str) -> Callab
     def run() -> nn.Module:
         try:
             return build(**kwargs)
-        except (TypeError, ValueError, AssertionError, IndexError, KeyError) as exc:
+        except (TypeError, ValueError, AssertionError, IndexError, KeyError, RuntimeError) as exc:
             raise RecipeError(f"{what} could not build the model: {type(exc).__name__}: {exc}",
                               hint="check the base arguments against pytorchvideo's create_slowfast") from exc
     return run

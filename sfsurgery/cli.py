@@ -190,6 +190,7 @@ def inspect_(file: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    # recorded facts are shown as found: a file from another version may lack some of them
     recipe, params, source = info["recipe"], info["params"], info["source"]
     click.echo(f"file      {info['file']}  ({info['bytes'] / 1e6:.1f} MB, {info['tensors']} tensors, "
                f"{', '.join(f'{n} {d}' for d, n in info['dtypes'].items())})")
@@ -197,17 +198,20 @@ def inspect_(file: str, as_json: bool) -> None:
     click.echo(f"ops       {' -> '.join(info['ops']) or '(none)'}")
     click.echo(f"input     {json.dumps(info['input'])}")
     click.echo(f"output    {_shape(info['output_shape'])}")
-    click.echo(f"params    {params['total']:,} ({params['trainable']:,} trainable)")
-    weights = source["weights"]
-    detail = f"{source['file']} sha256 {source['sha256'][:16]}..." if "file" in source else f"seed {source.get('seed')}"
-    click.echo(f"weights   {weights}: {detail}")
+    click.echo(f"params    {params.get('total', '?'):,} ({params.get('trainable', '?'):,} trainable)"
+               if params else "params    (not recorded)")
+    if "file" in source:
+        detail = f"{source.get('file')} sha256 {str(source.get('sha256'))[:16]}..."
+    else:
+        detail = f"seed {source.get('seed')}"
+    click.echo(f"weights   {source.get('weights', '(not recorded)')}: {detail}")
     for i, entry in enumerate(info["lineage"]):
         click.echo(f"ops[{i}]    {entry['op']}: +{entry['added']} -{entry['removed']} ~{entry['transformed']} keys"
-                   + (f"  ({'; '.join(entry['notes'])})" if entry["notes"] else ""))
+                   + (f"  ({'; '.join(map(str, entry['notes']))})" if entry["notes"] else ""))
     versions = info["versions"]
-    plugins = ", ".join(f"{k} {v}" for k, v in versions["plugins"].items())
-    click.echo(f"versions  sfsurgery {versions['sfsurgery']}, torch {versions['torch']}, "
-               f"pytorchvideo {versions['pytorchvideo']}" + (f", {plugins}" if plugins else ""))
+    plugins = ", ".join(f"{k} {v}" for k, v in (versions.get("plugins") or {}).items())
+    click.echo(f"versions  sfsurgery {versions.get('sfsurgery')}, torch {versions.get('torch')}, "
+               f"pytorchvideo {versions.get('pytorchvideo')}" + (f", {plugins}" if plugins else ""))
     click.echo(f"data      {'sha256 verified' if info['data_verified'] else 'no digest recorded'}")
 
 

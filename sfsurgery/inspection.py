@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,14 @@ def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[
     """
     from safetensors import safe_open
 
-    from .pipeline import recipe_from_metadata
+    from .filemeta import read_field, recipe_from_metadata
 
     path = Path(path)
     metadata = read_metadata(path)
-    recipe_from_metadata(metadata, path.name, registry or Registry())
+    recipe = recipe_from_metadata(metadata, path.name, registry or Registry())
+    meta = {key: read_field(metadata, f"sfsurgery.{key}", path.name, required=False)
+            for key in ("input", "source", "lineage", "params", "versions")}
+    output_shape = read_field(metadata, "sfsurgery.output_shape", path.name, kind=list)
     verified = verify_data(path, metadata)
     dtypes: Counter[str] = Counter()
     values = 0
@@ -40,21 +43,16 @@ def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[
         for key in keys:
             tensor = f.get_slice(key)
             dtypes[str(tensor.get_dtype())] += 1
-            shape = tensor.get_shape()
-            count = 1
-            for dim in shape:
-                count *= dim
-            values += count
-    meta = {k.removeprefix("sfsurgery."): json.loads(v) for k, v in metadata.items()
-            if k.startswith("sfsurgery.") and k not in ("sfsurgery.data_sha256",)}
-    lineage = meta.get("lineage", {})
+            values += math.prod(tensor.get_shape())
+    lineage = [entry for entry in meta["lineage"].get("ops") or [] if isinstance(entry, dict)]
     return {
-        "file": str(path), "bytes": path.stat().st_size, "format": meta.get("format"),
-        "recipe": meta.get("recipe"), "ops": [call["op"] for call in meta.get("recipe", {}).get("ops", [])],
-        "input": meta.get("input"), "output_shape": meta.get("output_shape"), "params": meta.get("params"),
+        "file": str(path), "bytes": path.stat().st_size, "format": int(metadata["sfsurgery.format"]),
+        "recipe": {"name": recipe.name, "seed": recipe.seed, **recipe.to_dict()},
+        "ops": [call.op for call in recipe.ops],
+        "input": meta["input"], "output_shape": output_shape, "params": meta["params"],
         "tensors": len(keys), "values": values, "dtypes": dict(sorted(dtypes.items())),
-        "source": meta.get("source"),
-        "lineage": [{"op": e["op"], "added": len(e["added"]), "removed": len(e["removed"]),
-                     "transformed": len(e["transformed"]), "notes": e["notes"]} for e in lineage.get("ops", [])],
-        "versions": meta.get("versions"), "data_verified": bool(verified),
+        "source": meta["source"],
+        "lineage": [{"op": e.get("op"), **{k: len(e.get(k) or []) for k in ("added", "removed", "transformed")},
+                     "notes": e.get("notes") or []} for e in lineage],
+        "versions": meta["versions"], "data_verified": bool(verified),
     }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
 from .checkpoints import LoadReport, load_state_dict_file, load_weights, pretrained_path, sha256_in_background
 from .errors import FileFormatError, RecipeError
+from .filemeta import build_metadata, recipe_from_metadata
 from .plan import Plan, make_plan, replay
 from .plugins import Registry
-from .recipe import FORMAT_VERSION, Recipe, canonical_json, load_recipe
+from .recipe import Recipe, load_recipe
 from .safetensors_io import as_torch_dtype, cast_floats, read_metadata, verify_data, write_safetensors
 from .trace import Trace
 
@@ -129,7 +127,7 @@ def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[An
     model = protect_inputs(executed.model.eval())
     source = {"base": plan.base.describe, **source}
     report = _report(recipe, plan, model, source, load, notes)
-    metadata = _metadata(recipe, plan, report, registry)
+    metadata = build_metadata(recipe, plan, report, registry)
     return Result(model, plan.trace, report, recipe, metadata)
 
 
@@ -148,43 +146,6 @@ def _report(recipe: Recipe, plan: Plan, model: nn.Module, source: dict, load: Lo
             "notes": notes, "input": plan.input.model_dump(mode="json"),
             "output": plan.trace.as_dict()["output"], "lineage": plan.lineage,
             "params": _params(model), "warnings": warnings}
-
-
-def rebuild_recipe(recipe: Recipe, plan: Plan) -> dict[str, Any]:
-    """What rebuilds the architecture: base, input, ops, seed (never paths or weights)."""
-    from .plan import initial_input
-
-    base = {"hub": recipe.base.hub} if recipe.base.hub else {"create_slowfast": recipe.base.create_slowfast}
-    return {"sfsurgery": FORMAT_VERSION, "name": recipe.name, "seed": recipe.seed, "base": base,
-            "input": initial_input(recipe, plan.base).model_dump(mode="json"),
-            "ops": [call.flat() for call in recipe.ops],
-            "expect": recipe.expect.model_dump(mode="json"), "save": {"dtype": recipe.save.dtype}}
-
-
-def _versions(recipe: Recipe, plan: Plan, registry: Registry) -> dict[str, Any]:
-    """sfsurgery, torch, pytorchvideo, and each plugin distribution the file depends on."""
-    providers = [entry["provider"] for entry in plan.lineage]
-    if recipe.base.hub:
-        providers.append(registry.bases[recipe.base.hub].provider.as_dict())
-    if recipe.base.checkpoint_format != "auto":
-        providers.append(registry.formats[recipe.base.checkpoint_format].provider.as_dict())
-    plugins = {p["distribution"]: p["version"] for p in providers if p["distribution"] not in (None, "sfsurgery")}
-    return {"sfsurgery": __version__, "torch": torch.__version__,
-            "pytorchvideo": importlib.metadata.version("pytorchvideo"), "plugins": plugins}
-
-
-def _metadata(recipe: Recipe, plan: Plan, report: dict, registry: Registry) -> dict[str, str]:
-    return {
-        "format": "pt",
-        "sfsurgery.format": str(FORMAT_VERSION),
-        "sfsurgery.recipe": canonical_json(rebuild_recipe(recipe, plan)),
-        "sfsurgery.input": canonical_json(report["input"]),
-        "sfsurgery.output_shape": canonical_json(report["output"]),
-        "sfsurgery.source": canonical_json(report["source"]),
-        "sfsurgery.lineage": canonical_json({"source": report["source"], "ops": plan.lineage}),
-        "sfsurgery.params": canonical_json(report["params"]),
-        "sfsurgery.versions": canonical_json(_versions(recipe, plan, registry)),
-    }
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, *,
@@ -220,36 +181,3 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
         raise FileFormatError(f"{Path(path).name}: tensors do not fit the recorded recipe: "
                               f"{str(exc).splitlines()[0]}") from None
     return protect_inputs(model.eval())
-
-
-def recipe_from_metadata(metadata: dict[str, str], name: str, registry: Registry) -> Recipe:
-    if "sfsurgery.format" not in metadata or "sfsurgery.recipe" not in metadata:
-        raise FileFormatError(f"{name} has no sfsurgery metadata",
-                              hint="only files written by sfsurgery apply can be rebuilt")
-    version = int(metadata["sfsurgery.format"])
-    if version > FORMAT_VERSION:
-        raise FileFormatError(f"{name} uses sfsurgery file format {version}; this sfsurgery reads "
-                              f"format {FORMAT_VERSION}", hint="upgrade sfsurgery")
-    data = json.loads(metadata["sfsurgery.recipe"])
-    hub = data.get("base", {}).get("hub")
-    if hub is not None and hub not in registry.bases:
-        plugins = json.loads(metadata.get("sfsurgery.versions", "{}")).get("plugins", {})
-        made_with = ", ".join(f"{d} {v}" for d, v in sorted(plugins.items()))
-        raise FileFormatError(f"{name} needs base {hub!r}, which no installed plugin provides"
-                              + (f" (it was written with {made_with})" if made_with else ""),
-                              hint="install that plugin")
-    for call in data.get("ops", []):
-        if call.get("op") not in registry.ops:
-            raise FileFormatError(f"{name} needs op {call.get('op')!r}{_provider_of(metadata, call.get('op'))}, "
-                                  "which no installed plugin provides", hint="install that plugin")
-    return load_recipe(data, registry=registry)
-
-
-def _provider_of(metadata: dict[str, str], op: str) -> str:
-    lineage = json.loads(metadata.get("sfsurgery.lineage", "{}"))
-    for entry in lineage.get("ops", []):
-        provider = entry.get("provider") or {}
-        if entry.get("op") == op and provider.get("plugin"):
-            made_by = f" ({provider['distribution']} {provider['version']})" if provider.get("distribution") else ""
-            return f" from plugin {provider['plugin']}{made_by}"
-    return ""

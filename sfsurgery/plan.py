@@ -32,7 +32,7 @@ class OpContext:
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, index: int, name: str, seed: int,
-                 device: torch.device, traces: dict[tuple[int, int], Trace]):
+                 device: torch.device, traces: dict[tuple[int, int], Trace | TraceFailure]):
         self.model = model
         self.input = spec
         self.index, self.name = index, name
@@ -45,9 +45,14 @@ class OpContext:
         """The current model's output shape(s) for the current input, from the meta plan."""
         key = (self.index, self._calls)
         self._calls += 1
-        if key not in self._traces:
+        if key not in self._traces:  # the execute pass finds every planned answer here, failures too
             model = self.model if _is_meta(self.model) else copy.deepcopy(self.model).to("meta")
-            self._traces[key] = run_trace(model, self.input.model_copy())
+            try:
+                self._traces[key] = run_trace(model, self.input.model_copy())
+            except TraceFailure as failure:
+                self._traces[key] = failure
+        if isinstance(self._traces[key], TraceFailure):
+            raise self._traces[key]
         return self._traces[key].output
 
     def record(self, *, added=(), removed=(), transformed=(), note: str | None = None) -> None:
@@ -82,7 +87,7 @@ class Plan:
     input: InputSpec
     base: ResolvedBase
     lineage: list[dict] = field(default_factory=list)
-    traces: dict[tuple[int, int], Trace] = field(default_factory=dict)
+    traces: dict[tuple[int, int], Trace | TraceFailure] = field(default_factory=dict)
     trace: Trace | None = None
     pristine: nn.Module | None = None  # the base on meta, before any op (5x cheaper to copy than build)
 

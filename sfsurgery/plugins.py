@@ -172,10 +172,15 @@ def get_plugin_manager(
     if entry_points:
         _load_entry_points(pm, provenance)
     for plugin in plugins:
-        name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        if pm.get_plugin(name) is None:
-            pm.register(plugin, name=name)
-            provenance[name] = Provider(name)
+        if pm.is_registered(plugin):  # e.g. an installed plugin passed again: already loaded
+            continue
+        base = getattr(plugin, "__name__", None) or type(plugin).__name__
+        name, n = base, 1
+        while pm.get_plugin(name) is not None:  # two objects of one class: keep both
+            n += 1
+            name = f"{base}-{n}"
+        pm.register(plugin, name=name)
+        provenance[name] = Provider(name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -199,7 +204,11 @@ class Registry:
 
     @staticmethod
     def _make_op(name: str, fn: Callable, provider: Provider) -> OpSpec:
-        return OpSpec(name, fn, provider, op_params_model(name, fn))
+        try:
+            return OpSpec(name, fn, provider, op_params_model(name, fn))
+        except (NameError, TypeError, pydantic.PydanticUserError) as exc:
+            raise PluginError(f"op {name!r}: its signature is not a valid schema: {type(exc).__name__}: {exc}",
+                              hint="annotate keyword-only parameters with importable types") from exc
 
     def _collect(self, hook_name: str, table: dict, make: Callable) -> None:
         kind = hook_name.removeprefix("register_").rstrip("s").replace("_", " ")
@@ -213,9 +222,17 @@ class Registry:
                         f"and by {_provider}",
                         hint=f"uninstall one of them or disable one with {DISABLE_ENV}",
                     )
+                if not isinstance(name, str) or not callable(obj):
+                    raise PluginError(f"plugin {_provider}: register(name, callable, ...) got {name!r}, {obj!r}")
                 table[name] = make(name, obj, provider=_provider, **extra)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except (PluginError, RecipeError):
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {provider}: {hook_name} failed: {type(exc).__name__}: {exc}",
+                                  hint=f"fix the plugin, or skip it with {DISABLE_ENV}={impl.plugin_name}") from exc
 
     def describe_plugins(self, *, include_builtin: bool = False) -> list[dict[str, Any]]:
         """One row per plugin: provider and the ops, bases and formats it registered."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,18 @@ from .video import VideoError, decode_clip, pack_pathways, preprocess
 
 def clip_spec(file: str | Path) -> dict[str, Any]:
     """The clip a saved model takes: its ``sfsurgery.input`` metadata (channels, frames, alpha, size)."""
+    from .filemeta import read_field
     from .safetensors_io import read_metadata
 
     name = Path(file).name
-    metadata = read_metadata(file)
-    if "sfsurgery.input" not in metadata:
-        raise FileFormatError(f"{name} has no sfsurgery metadata",
-                              hint="only files written by sfsurgery apply can be rebuilt")
+    spec = read_field(read_metadata(file), "sfsurgery.input", name)
     try:
-        spec = json.loads(metadata["sfsurgery.input"])
-        spec = {"channels": int(spec["channels"]), "frames": int(spec["frames"]),
+        return {"channels": int(spec["channels"]), "frames": int(spec["frames"]),
                 "alpha": None if spec.get("alpha") is None else int(spec["alpha"]),
                 "size": tuple(int(s) for s in spec["size"])}
     except (ValueError, KeyError, TypeError) as exc:
-        raise FileFormatError(f"{name}: unreadable sfsurgery.input metadata ({exc})",
+        raise FileFormatError(f"{name}: damaged metadata (sfsurgery.input: {exc})",
                               hint="write the file again with sfsurgery apply") from None
-    return spec
 
 
 def head_activation(model: nn.Module) -> nn.Module | None:

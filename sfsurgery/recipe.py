@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
+import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,7 +110,7 @@ class Recipe(_Strict):
 
     sfsurgery: Literal[1] = FORMAT_VERSION
     name: str = Field("model", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = Field(0, ge=0, description="every newly initialised tensor comes from this seed")
+    seed: int = Field(0, ge=0, lt=2**63, description="every newly initialised tensor comes from this seed")
     base: BaseConfig
     input: InputConfig = InputConfig()
     ops: list[OpCall] = []
@@ -133,8 +133,19 @@ class Recipe(_Strict):
         return data
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        """The recipe as YAML; written to ``path`` when given."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The recipe as YAML; written to ``path`` when given.
+
+        Relative paths in the recipe are rewritten against ``path``'s folder, so the written
+        recipe finds the same checkpoint wherever it is saved (sweeps write into new folders).
+        """
+        data = self.to_dict()
+        if path is not None:
+            folder = Path(path).resolve().parent
+            for section, key in (("base", "checkpoint"), ("save", "path")):
+                value = data.get(section, {}).get(key)
+                if value and not Path(value).is_absolute():
+                    data[section][key] = os.path.relpath(self.resolve_path(value), folder)
+        text = yaml.safe_dump(data, sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -294,17 +305,3 @@ def load_recipe(
             raise RecipeError(message, hint=exc.hint or f"see: sfsurgery ops {call.op}") from None
     check_base(recipe.base, registry)
     return recipe
-
-
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON of plain values (file metadata, hashes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
-
-
-def _plain(value: Any) -> Any:
-    # numpy ints (pytorchvideo's conv strides), torch.Size, tuples → plain JSON values
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -9,6 +9,7 @@ at a time, cast on the way. Reading uses the safetensors library.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .errors import FileFormatError, OutputExistsError
+from .errors import FileFormatError, OutputExistsError, SurgeryError
 
 DTYPE_CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
@@ -60,12 +61,18 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     for name in names:
         t = tensors[name]
         out_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        if out_dtype not in DTYPE_CODES:
+            raise SurgeryError(f"cannot save {name}: dtype {out_dtype} has no safetensors code here",
+                               hint=f"supported: {', '.join(str(d) for d in DTYPE_CODES)}")
         size = t.numel() * out_dtype.itemsize
         entries[name] = {"dtype": DTYPE_CODES[out_dtype], "shape": list(t.shape),
                          "data_offsets": [offset, offset + size]}
         offset += size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise SurgeryError(f"cannot write to {path.parent}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             # The data digest goes in the header, which comes first: write a same-length
@@ -80,21 +87,36 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             f.write(header)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the file appeared meanwhile: never clobber
-            except FileExistsError:
-                raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
-            os.unlink(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        _publish(tmp, path, force)
         _fsync_dir(path.parent)
-    except BaseException:
+    except OSError as exc:
+        raise SurgeryError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
+
+
+def _publish(tmp: str, path: Path, force: bool) -> None:
+    """Move the finished temp file into place; without ``force`` never replace a file."""
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic and fails if the file appeared meanwhile
+    except FileExistsError:
+        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+    except OSError:  # a filesystem without hard links: check, then rename (a small race)
+        if path.exists():
+            raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+        os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tensor_bytes(tensor: torch.Tensor, dtype: torch.dtype | None) -> memoryview:
@@ -117,18 +139,19 @@ def _overlapped_write(f, chunks, batch_bytes: int = 8 << 20) -> str:
             digest.update(chunk)
 
     with ThreadPoolExecutor(max_workers=1) as hasher:  # one worker: batches hash in order
-        previous, batch, size = None, [], 0
-        for chunk in chunks:
-            batch.append(chunk)
-            size += chunk.nbytes
-            if size >= batch_bytes:
+        pending, batch, size = [], [], 0
+        for chunk in itertools.chain(chunks, [None]):  # lazily: a cast copy lives only until written
+            if chunk is not None:
+                batch.append(chunk)
+                size += chunk.nbytes
+            if size >= batch_bytes or (chunk is None and batch):
                 f.writelines(batch)  # first: the pages are then resident when the hasher reads them
-                hashed = hasher.submit(hash_batch, batch)
-                if previous is not None:
-                    previous.result()
-                previous, batch, size = hashed, [], 0
-        f.writelines(batch)
-        hasher.submit(hash_batch, batch)
+                pending.append(hasher.submit(hash_batch, batch))
+                batch, size = [], 0
+                if len(pending) > 1:
+                    pending.pop(0).result()
+        for job in pending:
+            job.result()  # surfaces any hashing error
     return digest.hexdigest()
 
 

@@ -173,10 +173,12 @@ def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | 
         return (f"{where}: the fixed head pools leave pathways of different sizes ({error})", swap_hint)
     if type_name == "FuseFastToSlow" and len(inputs) == 2 and spec.alpha:
         slow_t, fast_t = inputs[0][2], inputs[1][2]
-        return (f"{where}: the fast-to-slow fusion turns fast T={fast_t} into "
-                f"ceil({fast_t}/{spec.alpha}), which does not meet slow T={slow_t}",
-                f"use input.frames divisible by alpha ({spec.alpha}), e.g. "
-                f"{max(spec.alpha, spec.frames // spec.alpha * spec.alpha)}")
+        stride = module.conv_fast_to_slow.stride[0]  # the model's alpha
+        message = (f"{where}: the fast-to-slow fusion turns fast T={fast_t} into "
+                   f"ceil({fast_t}/{stride}), which does not meet slow T={slow_t}")
+        if spec.alpha != stride:
+            return message, f"input.alpha must be the model's fusion stride ({stride}), not {spec.alpha}"
+        return message, frames_hint(spec.frames, stride)
     if isinstance(module, nn.Conv3d) and inputs and len(inputs[0]) > 1 and inputs[0][1] != module.in_channels:
         message = f"{where}: {failure.path} expects {module.in_channels} input channels, not {inputs[0][1]}"
         ratio = (base_args or {}).get("slowfast_channel_reduction_ratio")
@@ -189,6 +191,12 @@ def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | 
             return message, "set input.channels to what the stem takes, or adapt the stem (grayscale_stem, adapt_stem)"
         return message, None
     return f"{where}: {error}", None
+
+
+def frames_hint(frames: int, alpha: int) -> str:
+    """How to fix fast frames that alpha does not divide (the fusion needs slow T = fast T / alpha)."""
+    lower = max(alpha, frames // alpha * alpha)
+    return f"use frames divisible by alpha ({alpha}), e.g. frames={lower} or frames={lower + alpha}"
 
 
 def expect_matches(expected: list, outputs: list[Shape]) -> bool:

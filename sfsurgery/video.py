@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from .errors import SurgeryError
+from .trace import frames_hint
 
 MEAN = 0.45  # the model zoo's Kinetics normalisation, every channel
 STD = 0.225
@@ -36,11 +37,6 @@ def uniform_indices(length: int, frames: int, device: torch.device | str | None 
         raise VideoError(f"cannot sample {frames} frames from a clip of {length} frames")
     indices = torch.linspace(0, length - 1, frames).clamp(0, length - 1).long()
     return indices if device is None else indices.to(device)
-
-
-def _fix_hint(frames: int, alpha: int) -> str:
-    lower = max(alpha, frames // alpha * alpha)
-    return f"use frames divisible by alpha ({alpha}), e.g. frames={lower} or frames={lower + alpha}"
 
 
 def _positive_int(value, name: str) -> int:
@@ -95,7 +91,7 @@ def pack_pathways(clips: torch.Tensor, alpha: int = 4, frames: int | None = None
     if fast_t % alpha:
         raise VideoError(f"{fast_t} fast frames do not pack with alpha={alpha}: the model's fusion turns them "
                          f"into ceil({fast_t}/{alpha}) = {math.ceil(fast_t / alpha)} slow frames, "
-                         f"not {fast_t // alpha}", hint=_fix_hint(fast_t, alpha))
+                         f"not {fast_t // alpha}", hint=frames_hint(fast_t, alpha))
     fast = clips
     if frames is not None and frames != length:  # linspace(0, T-1, T) is the identity
         fast = clips.index_select(-3, uniform_indices(length, frames, clips.device))

@@ -189,6 +189,23 @@ def test_replace_head_is_pool_then_linear(r18_checkpoint, registry, stock_224):
     assert rel_err(out, from_features) <= 1e-5
 
 
+@pytest.mark.parametrize("frames,size", [(32, 112), (64, 224)])
+def test_replace_head_works_where_the_stock_head_pools_do_not_fit(r18, r18_checkpoint, registry, frames, size):
+    spec = (1, 3, frames, size, size)
+    with pytest.raises(RuntimeError):
+        run(r18, clip(spec))
+    result = surgery(r18_checkpoint, registry, {"op": "replace_head", "num_classes": 7},
+                     input={"frames": frames, "size": [size, size]})
+    assert "do not fit this clip" in result.report["lineage"][0]["notes"][0]
+    expected = linear(pool_concat(blocks_by_hand(r18, clip(spec), last=4)), result.model.blocks[6].proj)
+    assert rel_err(run(result.model, clip(spec)), expected) <= 1e-5
+
+
+def test_replace_head_keeps_the_stock_pools_where_they_fit(r18_checkpoint, registry):
+    model = surgery(r18_checkpoint, registry, {"op": "replace_head", "num_classes": 7}).model
+    assert all(type(pool) is torch.nn.AvgPool3d for pool in model.blocks[5].pool)
+
+
 def test_replace_head_400_with_stock_weights_is_the_stock_model(r18, r18_checkpoint, registry, stock_224):
     model = surgery(r18_checkpoint, registry, {"op": "replace_head", "num_classes": 400}).model
     with torch.no_grad():

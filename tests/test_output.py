@@ -127,12 +127,21 @@ def _bad_files(saved, folder):
     corrupted[-5] ^= 0xFF
     files["corrupted"] = bytes(corrupted)
     files["garbage header"] = data[:8] + b"[" + data[9:]
-    header = data[8:8 + header_len]
-    newer = header.replace(b'"sfsurgery.format":"1"', b'"sfsurgery.format":"9"')
-    files["newer format"] = data[:8] + newer + data[8 + header_len:]
-    missing_op = header.replace(b'\\"op\\":\\"swap_pool\\"', b'\\"op\\":\\"tsm_shift\\"')
-    assert missing_op != header
-    files["missing plugin"] = data[:8] + missing_op + data[8 + header_len:]
+    header = json.loads(data[8:8 + header_len])
+
+    def with_metadata(**changes: str) -> bytes:
+        edited = json.dumps({**header, "__metadata__": {**header["__metadata__"], **changes}}).encode()
+        edited += b" " * (-len(edited) % 8)
+        return struct.pack("<Q", len(edited)) + edited + data[8 + header_len:]
+
+    recipe = json.loads(header["__metadata__"]["sfsurgery.recipe"])
+    files["newer format"] = with_metadata(**{"sfsurgery.format": "9"})
+    files["missing plugin"] = with_metadata(**{"sfsurgery.recipe": json.dumps(
+        {**recipe, "ops": [{**recipe["ops"][0], "op": "tsm_shift"}, recipe["ops"][1]]})})
+    files["damaged format"] = with_metadata(**{"sfsurgery.format": "one"})
+    files["damaged recipe"] = with_metadata(**{"sfsurgery.recipe": '{"base": '})
+    files["recipe not an object"] = with_metadata(**{"sfsurgery.recipe": "[1, 2]"})
+    files["invalid recipe"] = with_metadata(**{"sfsurgery.recipe": json.dumps({**recipe, "seed": -1})})
     out = {}
     for name, blob in files.items():
         out[name] = folder / (name.replace(" ", "_") + ".safetensors")
@@ -157,7 +166,10 @@ class _named:
 
 MESSAGES = {"truncated": "not a readable safetensors file", "corrupted": "is corrupted",
             "garbage header": "not a readable safetensors file", "newer format": "file format 9",
-            "missing plugin": "needs op 'tsm_shift'", "no metadata": "has no sfsurgery metadata"}
+            "missing plugin": "needs op 'tsm_shift'", "no metadata": "has no sfsurgery metadata",
+            "damaged format": "damaged metadata", "damaged recipe": "sfsurgery.recipe is not a JSON dict",
+            "recipe not an object": "sfsurgery.recipe is not a JSON dict",
+            "invalid recipe": "recorded recipe is not valid here: seed"}
 
 
 def test_every_bad_file_is_refused_by_load_and_inspect(saved, tmp_path):

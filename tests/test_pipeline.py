@@ -30,15 +30,18 @@ def test_16x8_base_defaults_to_its_own_clip(registry):
 
 
 def test_small_clip_with_stock_pool_blames_the_input_and_says_swap_pool(registry):
-    recipe = {"base": {"hub": "slowfast_r50"}, "input": {"size": [112, 112]}, "ops": [HEAD]}
+    recipe = {"base": {"hub": "slowfast_r50"}, "input": {"size": [112, 112]}, "ops": [{"op": "grayscale_stem"}],
+}
     with pytest.raises(TraceError) as info:
         sfsurgery.validate(recipe, registry=registry)
     assert info.value.exit_code == 1
+    assert info.value.message.startswith("base slowfast_r50 with input [(1,3,8,112,112), (1,3,32,112,112)]: ")
     assert "blocks.5.pool.0 (AvgPool3d) got (1,2048,8,4,4)" in info.value.message
     assert "kernel (8, 7, 7)" in info.value.message
     assert "swap_pool" in info.value.hint
-    recipe["ops"] = [{"op": "swap_pool"}, HEAD]
-    assert sfsurgery.validate(recipe, registry=registry).output == (1, 5)
+    for ops in ([{"op": "swap_pool"}, HEAD], [HEAD]):  # replace_head pools globally: any size works
+        recipe["ops"] = ops
+        assert sfsurgery.validate(recipe, registry=registry).output == (1, 5)
 
 
 class WidenFastStem:
@@ -76,6 +79,13 @@ def test_frames_not_divisible_by_alpha_explains_the_fusion(registry):
     assert "blocks.0.multipathway_fusion" in info.value.message
     assert "ceil(30/4)" in info.value.message and "slow T=7" in info.value.message
     assert "divisible by alpha" in info.value.hint
+
+
+def test_input_alpha_other_than_the_models_stride_is_explained(registry):
+    with pytest.raises(TraceError) as info:
+        sfsurgery.validate({"base": {"hub": "slowfast_r50"}, "input": {"alpha": 8}}, registry=registry)
+    assert "ceil(32/4)" in info.value.message and "slow T=4" in info.value.message
+    assert info.value.hint == "input.alpha must be the model's fusion stride (4), not 8"
 
 
 def test_reduction_ratio_without_stem_dims_is_explained(registry):

@@ -21,6 +21,7 @@ from sfsurgery import hookspecs
 from sfsurgery.cli import main
 from sfsurgery.errors import FileFormatError, PluginError
 from sfsurgery.plugins import Registry
+from sfsurgery.safetensors_io import read_metadata
 from sfsurgery.schema import recipe_schema
 
 DUMMY_PLUGINS = {
@@ -122,7 +123,7 @@ def test_a_file_shaped_by_a_plugin_needs_it_to_load(installed, tmp_path):
     result = sfsurgery.apply(recipe)
     assert not any(p.requires_grad for p in result.model.blocks[0].multipathway_blocks.parameters())
     path = result.save(tmp_path / "frozen.safetensors")
-    versions = json.loads(sfsurgery.safetensors_io.read_metadata(path)["sfsurgery.versions"])
+    versions = json.loads(read_metadata(path)["sfsurgery.versions"])
     assert versions["plugins"] == {"sfs-dummy": "1.2.3"}
     assert sfsurgery.load(path).state_dict().keys() == result.model.state_dict().keys()
     installed.setenv("SFSURGERY_DISABLE_PLUGINS", ALL)
@@ -175,6 +176,47 @@ def test_research_code_registers_without_packaging():
     finally:
         sfsurgery.plugins._research_ops.clear()
     assert "zero_head_bias" not in Registry().ops
+
+
+def test_an_installed_plugin_passed_again_is_not_registered_twice(installed):
+    import sfs_dummy.ok
+
+    registry = Registry([sfs_dummy.ok])
+    assert registry.ops["freeze_stem"].provider.distribution == "sfs-dummy"
+
+
+def test_two_plugin_objects_of_one_class_are_both_kept():
+    class Adds:
+        def __init__(self, name):
+            self.name = name
+
+        @sfsurgery.hookimpl
+        def register_ops(self, register):
+            register(self.name, lambda ctx, *, n=1: None)
+
+    registry = Registry([Adds("op_a"), Adds("op_b")])
+    assert {"op_a", "op_b"} <= set(registry.ops)
+    assert registry.ops["op_b"].provider.plugin == "Adds-2"
+
+
+def test_a_plugin_that_registers_wrongly_is_named():
+    class Typo:
+        @sfsurgery.hookimpl
+        def register_bases(self, register):
+            register("tiny", lambda: None, inputs={"size": [64, 64]})
+
+    with pytest.raises(PluginError, match=r"plugin Typo: register_bases failed: TypeError: .*inputs"):
+        Registry([Typo()])
+
+    class Unresolvable:
+        @sfsurgery.hookimpl
+        def register_ops(self, register):
+            def op(ctx, *, n: NotImportedType = 1):  # noqa: F821
+                pass
+            register("unresolvable", op)
+
+    with pytest.raises(PluginError, match=r"op 'unresolvable': its signature is not a valid schema: NameError"):
+        Registry([Unresolvable()])
 
 
 def test_plugins_argument_takes_a_module_or_object():

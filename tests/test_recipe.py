@@ -74,6 +74,31 @@ def test_to_yaml_round_trips(tmp_path, registry):
     assert again.to_dict() == recipe.to_dict()
 
 
+def test_to_yaml_in_another_folder_keeps_pointing_at_the_same_files(tmp_path, registry):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "r.yaml").write_text("base: {hub: slowfast_r50, checkpoint: weights/w.pyth}\n"
+                                           "save: {path: out/m.safetensors}\n")
+    recipe = sfsurgery.load_recipe(tmp_path / "a" / "r.yaml", registry=registry)
+    (tmp_path / "sweep").mkdir()
+    recipe.to_yaml(tmp_path / "sweep" / "k7.yaml")
+    again = sfsurgery.load_recipe(tmp_path / "sweep" / "k7.yaml", registry=registry)
+    assert again.resolve_path(again.base.checkpoint) == (tmp_path / "a" / "weights" / "w.pyth").resolve()
+    assert again.resolve_path(again.save.path) == (tmp_path / "a" / "out" / "m.safetensors").resolve()
+    assert again.base.checkpoint == "../a/weights/w.pyth"
+
+
+@pytest.mark.parametrize("args", [{"input_channels": 3}, {"slowfast_fusion_conv_stride": "4"},
+                                  {"head_pool_kernel_sizes": None}, {"stem_dim_outs": [-1, 8]}])
+def test_badly_typed_create_slowfast_arguments_are_recipe_errors(args, registry):
+    with pytest.raises(RecipeError, match="create_slowfast"):
+        sfsurgery.validate({"base": {"create_slowfast": {"model_depth": 18, **args}}}, registry=registry)
+
+
+def test_seeds_must_fit_torch(registry):
+    with pytest.raises(RecipeError, match="seed: Input should be less than 9223372036854775808"):
+        sfsurgery.load_recipe({"base": {"hub": "slowfast_r50"}, "seed": 2**64}, registry=registry)
+
+
 def test_yaml_python_tags_are_refused_never_executed(tmp_path, registry):
     marker = tmp_path / "ran"
     bad = tmp_path / "bad.yaml"

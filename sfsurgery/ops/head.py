@@ -25,17 +25,26 @@ def replace_head(
     Global average pool → flatten → dropout → (Linear → ReLU per ``hidden`` width) →
     Linear ``proj`` → ``activation``. Works on the stock head (replaced), pooled features or
     a list of pathway tensors (each pooled, then concatenated); the input width comes from
-    the trace. New weights: normal(0, 0.01), zero bias, from the recipe seed.
+    the trace. Works at any clip size: when the stock head pools in front of it do not fit
+    the clip, they become global average pools (the stock ones are kept where they fit, so
+    the stock input gives the stock result). New weights: normal(0, 0.01), zero bias, from
+    the recipe seed.
     """
     from torch import nn
 
     from .._pytorchvideo import ResNetBasicHead
+    from ..trace import TraceFailure
     from .modules import SurgeryHead
 
     blocks = net_blocks(ctx.model)
     if isinstance(blocks[-1], (ResNetBasicHead, SurgeryHead)):
         del blocks[len(blocks) - 1]
-    shapes = ctx.trace()
+    try:
+        shapes = ctx.trace()
+    except TraceFailure as failure:
+        if not _globalise_head_pools(ctx, blocks, failure):
+            raise
+        shapes = ctx.trace()
     shapes = [shapes] if isinstance(shapes, tuple) else shapes
     width = sum(shape[1] for shape in shapes)
     head = SurgeryHead(width, num_classes, dropout, tuple(hidden), activation, device=ctx.device)
@@ -47,6 +56,24 @@ def replace_head(
     prefix = f"blocks.{len(blocks) - 1}."
     ctx.record(added=[prefix + k for k in head.state_dict()],
                note=f"head {width} -> {num_classes} classes at {prefix[:-1]}")
+
+
+def _globalise_head_pools(ctx, blocks, failure) -> bool:
+    """Make fixed AvgPool3d head pools global when they are what failed; True if any changed."""
+    from torch import nn
+
+    from .._pytorchvideo import PoolConcatPathway
+
+    last = f"blocks.{len(blocks) - 1}"
+    if not isinstance(blocks[-1], PoolConcatPathway) or not failure.path.startswith(last):
+        return False
+    pools = blocks[-1].pool if blocks[-1].pool is not None else []
+    changed = [i for i, pool in enumerate(pools) if isinstance(pool, nn.AvgPool3d)]
+    for i in changed:  # the new head pools globally anyway: a fixed kernel would only limit clip sizes
+        pools[i] = nn.AdaptiveAvgPool3d(1)
+    if changed:
+        ctx.record(note=f"{last} head pools do not fit this clip: made global averages")
+    return bool(changed)
 
 
 @hookimpl

@@ -48,10 +48,14 @@ def test_cuda_load_matches_cpu_and_costs_little_over_the_floor(tmp_path):
             assert error <= tolerance
     ours = _median(lambda: sfsurgery.load(path, device="cuda"))
 
-    def floor():
-        with torch.device("meta"):
-            model = sfsurgery.bases.slowfast_r50()
-        model.load_state_dict(load_file(str(path), device="cuda"), strict=False, assign=True)
+    from sfsurgery.plan import make_plan
+
+    registry = sfsurgery.Registry()
+    parsed = sfsurgery.load_recipe(recipe, registry=registry)
+
+    def floor():  # the same architecture built on meta, then safetensors' own CUDA load
+        model = make_plan(parsed, registry, check=False).model
+        model.load_state_dict(load_file(str(path), device="cuda"), strict=True, assign=True)
 
     base = _median(floor)
     print(f"{torch.cuda.get_device_name()}: sfsurgery.load {ours:.3f}s, meta build + load_file {base:.3f}s, "
