@@ -12,6 +12,7 @@ import inspect
 import os
 import pickle
 import re
+import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,11 +52,12 @@ def read_checkpoint(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}",
                               hint="base.checkpoint is relative to the recipe's folder")
-    if path.suffix == ".pkl":
+    suffix = path.suffix.lower()
+    if suffix == ".pkl":
         raise CheckpointError(f"{path.name}: .pkl files are Caffe2/Detectron pickles, which sfsurgery does not "
                               "load (unpickling them could run code)",
                               hint="convert it once in PySlowFast and save a .pyth checkpoint")
-    if path.suffix == ".safetensors":
+    if suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -79,24 +81,29 @@ def read_checkpoint(path: Path) -> Any:
             raise CheckpointError(
                 f"{path.name} refers to {name}, which a weights-only load refuses because "
                 "unpickling it could run code; nothing was executed",
-                hint="if you trust the file, convert it once: python -c \"import torch; "
-                "from safetensors.torch import save_file; "
-                f"save_file(torch.load('{path.name}', weights_only=False)['model_state'], "
-                "'weights.safetensors')\"",
+                hint=f"if you trust the file, convert it once: {_conversion_command(path)}",
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({exc})") from None
 
 
-def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,
-                         base_model: nn.Module | None = None) -> tuple[dict, list[str]]:
+def _conversion_command(path: Path) -> str:
+    """A shell-safe one-liner that turns a trusted pickle checkpoint into safetensors."""
+    code = ("import torch; from safetensors.torch import save_file; "
+            f"save_file(torch.load({path.name!r}, weights_only=False)['model_state'], 'weights.safetensors')")
+    return f"python -c {shlex.quote(code)}"
+
+
+def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any, base_model: nn.Module | None = None,
+                         base_input: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
     """Read ``path`` and convert it to a flat state dict; returns it with notes for the report.
 
     Converters that declare a ``model_shapes`` keyword get the base's ``{key: shape}`` (from
-    ``base_model``) so they can explain a checkpoint made for another architecture.
+    ``base_model``), and those that declare ``model_input`` the base's default clip (``alpha``
+    is its fusion stride), so they can explain a checkpoint made for another architecture.
     """
     if fmt == "auto":
-        fmt = "safetensors" if path.suffix == ".safetensors" else "pytorchvideo"
+        fmt = "safetensors" if path.suffix.lower() == ".safetensors" else "pytorchvideo"
     spec = registry.get("formats", fmt)
     checkpoint = read_checkpoint(path)
     if key != "auto":
@@ -105,10 +112,13 @@ def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any,
             raise CheckpointError(f"{path.name} has no entry {key!r} (found: {found})",
                                   hint="checkpoint_key: auto tries " + ", ".join(STATE_DICT_KEYS))
         checkpoint = checkpoint[key]
-    extra = {}
-    if "model_shapes" in inspect.signature(spec.convert).parameters:
+    wanted = inspect.signature(spec.convert).parameters
+    extra: dict[str, Any] = {}
+    if "model_shapes" in wanted:
         state = base_model.state_dict() if base_model is not None else {}
         extra["model_shapes"] = {k: tuple(v.shape) for k, v in state.items()}
+    if "model_input" in wanted:
+        extra["model_input"] = dict(base_input or {})
     state = spec.convert(checkpoint, str(path), **extra)
     notes = []
     if all(k.startswith("module.") for k in state):

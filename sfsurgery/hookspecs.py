@@ -59,7 +59,8 @@ def register_checkpoint_formats(register):
             what sfsurgery's safe loader returned for the file at ``path`` (a dict from a
             weights-only ``torch.load``, or the tensors of a ``.safetensors`` file) and
             returns a flat state dict in the base's key names. Plugins never unpickle
-            files themselves. A converter that also declares a keyword-only
-            ``model_shapes`` parameter receives the base's ``{key: shape}`` so it can
-            explain a checkpoint made for another architecture.
+            files themselves. A converter that also declares keyword-only ``model_shapes``
+            or ``model_input`` parameters receives the base's ``{key: shape}`` or its
+            default clip (``alpha`` is the fusion stride), so it can explain a checkpoint
+            made for another architecture.
     """

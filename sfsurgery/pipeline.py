@@ -110,7 +110,7 @@ def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[An
     notes: list[str] = []
     with torch.random.fork_rng(devices=[]):
         if weights is None:
-            model, load = plan.base.seeded(recipe.seed), None
+            model, coverage = plan.base.seeded(recipe.seed), None
             source = {"weights": "random", "seed": recipe.seed}
         else:
             path, kind = weights
@@ -118,15 +118,15 @@ def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[An
                 path = pretrained_path(plan.base.weights)
             config = recipe.base
             state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry,
-                                                plan.pristine)
+                                                plan.pristine, plan.base.input)
             model = plan.pristine
-            load = load_weights(model, state, config.load, recipe.seed, path.name)
+            coverage = load_weights(model, state, config.load, recipe.seed, path.name)
             del state
             source = {"weights": kind, "file": path.name, "sha256": (digest or sha256_in_background(path))()}
         executed = replay(recipe, registry, model, plan.base, traces=plan.traces)
     model = protect_inputs(executed.model.eval())
     source = {"base": plan.base.describe, **source}
-    report = _report(recipe, plan, model, source, load, notes)
+    report = _report(recipe, plan, model, source, coverage, notes)
     metadata = build_metadata(recipe, plan, report, registry)
     return Result(model, plan.trace, report, recipe, metadata)
 
@@ -136,13 +136,13 @@ def _params(model: nn.Module) -> dict[str, int]:
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def _report(recipe: Recipe, plan: Plan, model: nn.Module, source: dict, load: LoadReport | None,
+def _report(recipe: Recipe, plan: Plan, model: nn.Module, source: dict, coverage: LoadReport | None,
             notes: list[str]) -> dict[str, Any]:
-    warnings = [] if load is not None else [RANDOM_WARNING]
-    if load is not None and recipe.base.load == "matching" and load.coverage < 1:
-        warnings.append(f"loaded {load.loaded}/{load.total} tensors ({load.coverage:.1%}); the rest "
+    warnings = [] if coverage is not None else [RANDOM_WARNING]
+    if coverage is not None and recipe.base.load == "matching" and coverage.coverage < 1:
+        warnings.append(f"loaded {coverage.loaded}/{coverage.total} tensors ({coverage.coverage:.1%}); the rest "
                         f"are initialised from seed {recipe.seed}")
-    return {"name": recipe.name, "source": source, "load": load.as_dict() if load else None,
+    return {"name": recipe.name, "source": source, "load": coverage.as_dict() if coverage else None,
             "notes": notes, "input": plan.input.model_dump(mode="json"),
             "output": plan.trace.as_dict()["output"], "lineage": plan.lineage,
             "params": _params(model), "warnings": warnings}
@@ -166,6 +166,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
     """
     from safetensors.torch import load_file
 
+    dtype = as_torch_dtype(dtype)  # a bad name fails before any work
     metadata = read_metadata(path)
     registry = registry or Registry(plugins)
     recipe = recipe_from_metadata(metadata, Path(path).name, registry)
@@ -173,7 +174,6 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
         verify_data(path, metadata)
     model = make_plan(recipe, registry, check=False).model
     state = load_file(str(path), device=str(device))
-    dtype = as_torch_dtype(dtype)
     state = {k: cast_floats(v, dtype) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True, assign=True)

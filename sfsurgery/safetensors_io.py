@@ -26,15 +26,16 @@ DTYPE_CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16
                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
                torch.uint8: "U8", torch.bool: "BOOL"}
 DATA_DIGEST_KEY = "sfsurgery.data_sha256"
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def as_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in TORCH_DTYPES:
-        raise FileFormatError(f"unknown dtype {dtype!r}; use one of {', '.join(TORCH_DTYPES)}")
-    return TORCH_DTYPES[dtype]
+    """A floating ``torch.dtype`` from itself or its name (``"bfloat16"``, ``"torch.float16"``)."""
+    if dtype is None:
+        return None
+    found = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise SurgeryError(f"not a floating-point torch dtype: {dtype!r}", hint="e.g. float32, float16, bfloat16")
+    return found
 
 
 def cast_floats(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

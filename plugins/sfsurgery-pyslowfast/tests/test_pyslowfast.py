@@ -228,13 +228,24 @@ def test_cfg_check_comes_before_any_shape_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize("cfg", [None, "", "{not: [valid yaml", "just a string", "RESNET: 3",
-                                 {"RESNET": {"DEPTH": "fifty"}}, {"SLOWFAST": {"ALPHA": 8}}])
-def test_missing_unparsable_or_unchecked_cfg_is_tolerated(cfg, r18):
+                                 {"RESNET": {"DEPTH": "fifty"}}, {"SLOWFAST": {"ALPHA": 4}}])
+def test_missing_unparsable_or_agreeing_cfg_is_tolerated(cfg, r18):
     checkpoint = {"model_state": pyslowfast_state(r18.state_dict())}
     if cfg is not None:
         checkpoint["cfg"] = cfg if isinstance(cfg, str) else yaml.safe_dump(cfg)
-    out = convert(checkpoint, "x.pyth", model_shapes=meta_shapes(create_slowfast, model_depth=18))
-    assert _state_equal(out, r18.state_dict())  # ALPHA 8 vs the base's stride 4: not derivable, not checked
+    out = convert(checkpoint, "x.pyth", model_shapes=meta_shapes(create_slowfast, model_depth=18),
+                  model_input={"alpha": 4})
+    assert _state_equal(out, r18.state_dict())
+
+
+def test_alpha_is_checked_against_the_bases_fusion_stride(tmp_path, r18):
+    path = save_pyslowfast(r18, tmp_path / "alpha8.pyth", _with(SLOWFAST__ALPHA=8))
+    with pytest.raises(CheckpointError, match="SLOWFAST.ALPHA 8 vs the base's fast-to-slow fusion stride 4"):
+        sfsurgery.apply(recipe(path))
+    stride8 = recipe(path)
+    stride8["base"]["create_slowfast"].update(slowfast_fusion_conv_stride=[8, 1, 1],
+                                              head_pool_kernel_sizes=[[4, 7, 7], [32, 7, 7]])
+    assert sfsurgery.validate(stride8).input.alpha == 8  # the stride sets the default clip's alpha
 
 
 # --- (5) Caffe2 .pkl -----------------------------------------------------------------------------

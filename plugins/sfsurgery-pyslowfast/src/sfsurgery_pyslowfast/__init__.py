@@ -77,9 +77,11 @@ def _read_cfg(raw: Any) -> dict[str, int]:
     return {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
-def _contradictions(cfg: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """Which cfg values the base's shapes contradict. ALPHA is a stride: no weight shape records it."""
+def _contradictions(cfg: dict[str, int], shapes: dict[str, tuple[int, ...]], clip: dict[str, Any]) -> list[str]:
+    """Which cfg values the base contradicts: its shapes, and its clip's alpha (the fusion stride)."""
     found = []
+    if "alpha" in cfg and isinstance(clip.get("alpha"), int) and clip["alpha"] != cfg["alpha"]:
+        found.append(f"SLOWFAST.ALPHA {cfg['alpha']} vs the base's fast-to-slow fusion stride {clip['alpha']}")
     stages = tuple(len({m[1] for k in shapes if (m := re.match(rf"blocks\.{s}\.multipathway_blocks\.0\.res_blocks\."
                                                                r"(\d+)\.", k))}) for s in range(1, 5))
     if cfg.get("depth") in _STAGE_DEPTHS and all(stages) and stages not in _STAGE_DEPTHS[cfg["depth"]]:
@@ -115,7 +117,8 @@ def _strip(state: dict, prefix: str) -> dict:
 
 
 def convert(checkpoint: Any, path: str, *,
-            model_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+            model_shapes: dict[str, tuple[int, ...]] | None = None,
+            model_input: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """PySlowFast checkpoint -> flat state dict in pytorchvideo's SlowFast key names."""
     import torch  # here, not at import: listing plugins stays light
 
@@ -133,7 +136,7 @@ def convert(checkpoint: Any, path: str, *,
         raise CheckpointError(f"{name} is not a PySlowFast checkpoint: no 'model_state' (found: {found})",
                               hint="PySlowFast saves {'model_state': ..., 'epoch': ..., 'cfg': ...}; "
                                    "other layouts: checkpoint_format: pytorchvideo")
-    if problems := _contradictions(cfg, model_shapes or {}):
+    if problems := _contradictions(cfg, model_shapes or {}, model_input or {}):
         raise CheckpointError(f"{name}: its cfg contradicts the base: " + "; ".join(problems), hint=_base_hint(cfg))
     state = _strip(_strip(state, "module."), "model.")
     out: dict[str, torch.Tensor] = {}
