@@ -89,14 +89,6 @@ def _example_input(spec, seed: int = 0) -> Any:
     return tensors if spec.alpha is not None else tensors[0]
 
 
-def _flat(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _flat(v)]
-    return []
-
-
 def _compare_state(name: str, check: str, got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor]) -> None:
     if list(got) != list(want):
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
@@ -183,7 +175,7 @@ def check_op(
     from .pipeline import apply, load
     from .plan import make_plan
     from .recipe import load_recipe
-    from .trace import shapes_of
+    from .trace import shapes_of, tensors_of
 
     registry = registry if registry is not None else Registry(plugins)
     if name not in registry.ops:
@@ -253,7 +245,7 @@ def check_op(
             again = loaded(_example_input(first.trace.input))
     if shapes_of(again) != shapes_of(output):
         raise _fail(name, "round-trip", f"the loaded model gives {shapes_of(again)}, not {shapes_of(output)}")
-    for got, want in zip(_flat(again), _flat(output)):
+    for got, want in zip(tensors_of(again), tensors_of(output)):
         try:
             torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
         except AssertionError as exc:

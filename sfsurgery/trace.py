@@ -13,13 +13,18 @@ from .recipe import InputSpec
 Shape = tuple[int, ...]
 
 
+def tensors_of(value: Any) -> list[torch.Tensor]:
+    """The tensors in a tensor or (nested) list of tensors, in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_of(v)]
+    return []
+
+
 def shapes_of(value: Any) -> list[Shape]:
     """Flatten a tensor or (nested) list of tensors into their shapes."""
-    if isinstance(value, torch.Tensor):
-        return [tuple(value.shape)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in shapes_of(v)]
-    return []
+    return [tuple(t.shape) for t in tensors_of(value)]
 
 
 def fmt_shapes(shapes: list[Shape]) -> str:
