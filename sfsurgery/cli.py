@@ -173,7 +173,9 @@ def ops(name: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2, default=list))
         return
     for row in rows:
-        click.echo(f"{row['name']}  [{row['provider']['plugin']}]")
+        provider = row["provider"]
+        origin = f" ({provider['distribution']} {provider['version']})" if provider["distribution"] else ""
+        click.echo(f"{row['name']}  [{provider['plugin']}{origin}]")
         for p in row["params"]:
             default = "required" if p["required"] else f"default {p['default']!r}"
             click.echo(f"    {p['name']}: {p['type']} ({default})")
