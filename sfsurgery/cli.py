@@ -121,10 +121,10 @@ def apply(recipe: str, output: str | None, sets: tuple[str, ...], force: bool, d
 @user_errors
 def validate(recipe: str, sets: tuple[str, ...], as_json: bool) -> None:
     """Check RECIPE: schema and a shape trace on the meta device. Reads no tensor data."""
-    from .plan import make_plan
+    from .pipeline import validate as run
 
     parsed, registry = _load(recipe, sets)
-    trace = make_plan(parsed, registry).trace
+    trace = run(parsed, registry=registry)
     if as_json:
         click.echo(json.dumps(trace.as_dict(), indent=2))
         return

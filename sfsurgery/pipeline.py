@@ -106,7 +106,7 @@ def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[An
     weights = _weights_file(recipe, registry)
     # checksumming the file (for lineage) overlaps the planning; no tensor is read before it passes
     digest = sha256_in_background(weights[0]) if weights and weights[0].is_file() else None
-    plan = make_plan(recipe, registry)  # raises before any weight is read
+    plan = make_plan(recipe, registry, keep_base=weights is not None)  # raises before any weight is read
     notes: list[str] = []
     with torch.random.fork_rng(devices=[]):
         if weights is None:

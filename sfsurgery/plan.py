@@ -124,15 +124,18 @@ def replay(recipe: Recipe, registry: Any, model: nn.Module, base: ResolvedBase, 
     return plan
 
 
-def make_plan(recipe: Recipe, registry: Any, *, check: bool = True) -> Plan:
+def make_plan(recipe: Recipe, registry: Any, *, check: bool = True, keep_base: bool = False) -> Plan:
     """Build the base on meta, replay the ops, trace, and check ``expect``.
+
+    ``keep_base`` also keeps an untouched copy of the meta base (``plan.pristine``) for the
+    execute pass to load weights into; only :func:`~sfsurgery.pipeline.apply` needs it.
 
     Raises:
         TraceError: naming the op to blame, the block path, the shapes and a fix.
     """
     base = resolve_base(recipe.base, registry)
     model = base.on_meta()
-    pristine = copy.deepcopy(model)
+    pristine = copy.deepcopy(model) if keep_base else None
     try:
         plan = replay(recipe, registry, model, base)
         plan.pristine = pristine

@@ -83,12 +83,6 @@ def _fail(name: str, check: str, message: str) -> AssertionError:
     return AssertionError(f"op {name!r} fails conformance check {check!r}: {message}")
 
 
-def _example_input(spec, seed: int = 0) -> Any:
-    generator = torch.Generator().manual_seed(seed)
-    tensors = [torch.randn(shape, generator=generator) for shape in spec.pathway_shapes()]
-    return tensors if spec.alpha is not None else tensors[0]
-
-
 def _compare_state(name: str, check: str, got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor]) -> None:
     if list(got) != list(want):
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
@@ -175,7 +169,7 @@ def check_op(
     from .pipeline import apply, load
     from .plan import make_plan
     from .recipe import load_recipe
-    from .trace import shapes_of, tensors_of
+    from .trace import example_inputs, shapes_of, tensors_of
 
     registry = registry if registry is not None else Registry(plugins)
     if name not in registry.ops:
@@ -229,7 +223,7 @@ def check_op(
     _compare_state(name, "seeded", second.model.state_dict(), state)
 
     with torch.no_grad():
-        output = first.model(_example_input(first.trace.input))
+        output = first.model(example_inputs(first.trace.input, "cpu", torch.Generator().manual_seed(0)))
     if shapes_of(output) != plan.trace.outputs:
         raise _fail(name, "meta-safe", f"real output {shapes_of(output)} != meta trace {plan.trace.outputs}")
 
@@ -242,7 +236,7 @@ def check_op(
             raise _fail(name, "round-trip", f"sfsurgery.load failed: {exc.message}") from exc
         _compare_state(name, "round-trip", loaded.state_dict(), state)
         with torch.no_grad():
-            again = loaded(_example_input(first.trace.input))
+            again = loaded(example_inputs(first.trace.input, "cpu", torch.Generator().manual_seed(0)))
     if shapes_of(again) != shapes_of(output):
         raise _fail(name, "round-trip", f"the loaded model gives {shapes_of(again)}, not {shapes_of(output)}")
     for got, want in zip(tensors_of(again), tensors_of(output)):

@@ -81,8 +81,14 @@ def block_paths(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_children()]
 
 
-def example_inputs(spec: InputSpec, device: torch.device | str = "meta") -> Any:
-    tensors = [torch.zeros(s, device=device) for s in spec.pathway_shapes()]
+def example_inputs(spec: InputSpec, device: torch.device | str = "meta",
+                   generator: torch.Generator | None = None) -> Any:
+    """Model inputs shaped like ``spec``: zeros, or normal noise drawn from ``generator``."""
+    shapes = spec.pathway_shapes()
+    if generator is None:
+        tensors = [torch.zeros(s, device=device) for s in shapes]
+    else:
+        tensors = [torch.randn(s, generator=generator).to(device) for s in shapes]
     return tensors if spec.alpha is not None else tensors[0]
 
 
