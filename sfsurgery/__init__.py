@@ -1,4 +1,9 @@
-"""sfsurgery: declared, checked, reproducible surgery on PyTorchVideo SlowFast models.
+"""sfsurgery: declared, checked, reproducible surgery on PyTorchVideo models.
+
+The pipeline: :func:`load_recipe` (read + resolve) → :func:`validate` (plan on meta) →
+:func:`apply` (execute on the weights) → ``Result.save`` (one .safetensors file) →
+:func:`load` (rebuild anywhere). Plugins implement the hooks in :mod:`sfsurgery.hookspecs`
+and receive the typed registrars and :class:`OpContext` exported here.
 
 Heavy modules load on first use, so ``import sfsurgery`` and ``sfsurgery --help`` stay fast.
 """
@@ -6,24 +11,52 @@ Heavy modules load on first use, so ``import sfsurgery`` and ``sfsurgery --help`
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (plugins import this first)
 
 _LAZY = {
-    "load_recipe": "recipe", "Recipe": "recipe", "InputSpec": "recipe",
+    "load_recipe": "resolve", "Recipe": "resolve", "InputSpec": "recipe", "Preprocess": "recipe",
+    "RecipeDocument": "recipe",
     "validate": "pipeline", "apply": "pipeline", "load": "pipeline", "Result": "pipeline",
     "register_op": "plugins", "Registry": "plugins", "get_plugin_manager": "plugins",
-    "SurgeryError": "errors", "TraceError": "errors", "RecipeError": "errors",
+    "OpContext": "context", "BaseInfo": "context",
+    "OpRegistrar": "registrars", "BaseRegistrar": "registrars", "FormatRegistrar": "registrars",
+    "SurgeryError": "errors", "TraceError": "errors", "RecipeError": "errors", "Location": "errors",
     "CheckpointError": "errors", "PluginError": "errors", "FileFormatError": "errors",
-    "OpError": "errors",
-    "pack_pathways": "video", "VideoError": "video", "predict": "predict",
+    "OpError": "errors", "VideoError": "errors", "OutputError": "errors", "OutputExistsError": "errors",
+    "pack_pathways": "video", "predict": "predict",
     "inspect_file": "inspection", "recipe_schema": "schema",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .context import BaseInfo, OpContext
+    from .errors import (
+        CheckpointError,
+        FileFormatError,
+        Location,
+        OpError,
+        OutputError,
+        OutputExistsError,
+        PluginError,
+        RecipeError,
+        SurgeryError,
+        TraceError,
+        VideoError,
+    )
+    from .inspection import inspect_file
+    from .pipeline import Result, apply, load, validate
+    from .plugins import Registry, get_plugin_manager, register_op
+    from .predict import predict
+    from .recipe import InputSpec, Preprocess, RecipeDocument
+    from .registrars import BaseRegistrar, FormatRegistrar, OpRegistrar
+    from .resolve import Recipe, load_recipe
+    from .schema import recipe_schema
+    from .video import pack_pathways
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Safe checkpoint loading, strict/matching loads, the hub cache (formats live in formats.py).
+"""Safe checkpoint loading, strict/matching loads, the hub cache (formats: sfsurgery.builtin.formats).
 
 Nothing here unpickles code: torch files load with ``weights_only=True`` (numpy scalars
 and dtypes allow-listed, as the model zoo's ``epoch`` is an ``np.int64``), safetensors
@@ -8,7 +8,6 @@ files hold tensors only.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import pickle
 import re
@@ -17,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -25,7 +24,10 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .formats import STATE_DICT_KEYS
+
+if TYPE_CHECKING:
+    from .recipe import InputSpec
+    from .resolve import WeightsSource
 
 OFFLINE_ENV = "SFSURGERY_OFFLINE"
 _LIST_FIRST = 5
@@ -94,34 +96,32 @@ def _conversion_command(path: Path) -> str:
     return f"python -c {shlex.quote(code)}"
 
 
-def load_state_dict_file(path: Path, fmt: str, key: str, registry: Any, base_model: nn.Module | None = None,
-                         base_input: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
-    """Read ``path`` and convert it to a flat state dict; returns it with notes for the report.
+def read_weights(source: WeightsSource, base_model: nn.Module | None = None,
+                 base_input: InputSpec | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Read ``source`` safely and convert it to a flat state dict; returns it with notes for the report.
 
     Converters that declare a ``model_shapes`` keyword get the base's ``{key: shape}`` (from
     ``base_model``), and those that declare ``model_input`` the base's default clip (``alpha``
     is its fusion stride), so they can explain a checkpoint made for another architecture.
     """
-    if fmt == "auto":
-        fmt = "safetensors" if path.suffix.lower() == ".safetensors" else "pytorchvideo"
-    spec = registry.get("formats", fmt)
+    path, key = source.path, source.key
     checkpoint = read_checkpoint(path)
     if key != "auto":
         if not isinstance(checkpoint, dict) or key not in checkpoint:
-            found = ", ".join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-            raise CheckpointError(f"{path.name} has no entry {key!r} (found: {found})",
-                                  hint="checkpoint_key: auto tries " + ", ".join(STATE_DICT_KEYS))
+            found = ", ".join(str(k)[:60] for k in list(checkpoint)[:10]) if isinstance(checkpoint, dict) \
+                else type(checkpoint).__name__
+            raise CheckpointError(f"{path.name} has no entry {key[:100]!r} (found: {found})",
+                                  hint="checkpoint_key: auto tries the format's usual entries (model_state, ...)")
         checkpoint = checkpoint[key]
-    wanted = inspect.signature(spec.convert).parameters
     extra: dict[str, Any] = {}
-    if "model_shapes" in wanted:
+    if "model_shapes" in source.format.wants:
         state = base_model.state_dict() if base_model is not None else {}
         extra["model_shapes"] = {k: tuple(v.shape) for k, v in state.items()}
-    if "model_input" in wanted:
-        extra["model_input"] = dict(base_input or {})
-    state = spec.convert(checkpoint, str(path), **extra)
+    if "model_input" in source.format.wants:
+        extra["model_input"] = base_input.model_dump() if base_input is not None else {}
+    state = source.format.convert(checkpoint, str(path), **extra)
     notes = []
-    if all(k.startswith("module.") for k in state):
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
         notes.append(f"stripped DataParallel's 'module.' prefix from {len(state)} keys")
     return state, notes

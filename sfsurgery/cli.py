@@ -47,11 +47,10 @@ def _shape(shape: Any) -> str:
 
 
 def _load(recipe_path: str, sets: tuple[str, ...]):
-    from .plugins import Registry
-    from .recipe import load_recipe, parse_set
+    from .recipe import parse_set
+    from .resolve import load_recipe
 
-    registry = Registry()
-    return load_recipe(recipe_path, parse_set(list(sets)), registry=registry), registry
+    return load_recipe(recipe_path, parse_set(list(sets)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,13 +81,12 @@ def apply(recipe: str, output: str | None, sets: tuple[str, ...], force: bool, d
           as_json: bool) -> None:
     """Apply RECIPE and write one self-describing .safetensors file."""
     from .pipeline import apply as run
-    from .pipeline import output_path
 
-    parsed, registry = _load(recipe, sets)
-    target = Path(output) if output else output_path(parsed)
+    parsed = _load(recipe, sets)
+    target = Path(output) if output else parsed.output_path()
     if target.exists() and not force and not dry_run:  # before any work, not after
-        raise OutputExistsError(f"{target} exists", hint="pass --force to replace it")
-    result = run(parsed, registry=registry)
+        raise OutputExistsError(target)
+    result = run(parsed)
     written = None if dry_run else result.save(target, force=force)
     report = {**result.report, "file": str(written) if written else None}
     if as_json:
@@ -123,8 +121,7 @@ def validate(recipe: str, sets: tuple[str, ...], as_json: bool) -> None:
     """Check RECIPE: schema and a shape trace on the meta device. Reads no tensor data."""
     from .pipeline import validate as run
 
-    parsed, registry = _load(recipe, sets)
-    trace = run(parsed, registry=registry)
+    trace = run(_load(recipe, sets))
     if as_json:
         click.echo(json.dumps(trace.as_dict(), indent=2))
         return
@@ -139,11 +136,10 @@ def validate(recipe: str, sets: tuple[str, ...], as_json: bool) -> None:
 @user_errors
 def trace(recipe: str, sets: tuple[str, ...], depth: int) -> None:
     """Print RECIPE's per-block shapes, parameters and mult-adds (computed on meta)."""
-    from .plan import make_plan
+    from .plan import plan_on_meta
     from .trace import fmt_shapes, summary_table
 
-    parsed, registry = _load(recipe, sets)
-    plan = make_plan(parsed, registry)
+    plan = plan_on_meta(_load(recipe, sets))
     for block in plan.trace.blocks:
         click.echo(f"{block.path:<10} {block.type:<22} {fmt_shapes(block.inputs):<44} -> "
                    f"{fmt_shapes(block.outputs):<36} {block.params:>12,}")
@@ -159,7 +155,7 @@ def ops(name: str | None, as_json: bool) -> None:
     from .plugins import Registry
 
     registry = Registry()
-    specs = [registry.get("ops", name)] if name else [registry.ops[k] for k in sorted(registry.ops)]
+    specs = [registry.op(name)] if name else [registry.ops[k] for k in sorted(registry.ops)]
     rows = []
     for spec in specs:
         params = []

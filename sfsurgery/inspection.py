@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .file.reader import read_metadata, verify_data
 from .plugins import Registry
-from .safetensors_io import read_metadata, verify_data
 
 
 def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[
     """
     from safetensors import safe_open
 
-    from .filemeta import read_field, recipe_from_metadata
+    from .file.metadata import read_field, recipe_from_metadata
 
     path = Path(path)
     metadata = read_metadata(path)
@@ -48,7 +48,7 @@ def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[
     return {
         "file": str(path), "bytes": path.stat().st_size, "format": int(metadata["sfsurgery.format"]),
         "recipe": {"name": recipe.name, "seed": recipe.seed, **recipe.to_dict()},
-        "ops": [call.op for call in recipe.ops],
+        "ops": [op.name for op in recipe.ops],
         "input": meta["input"], "output_shape": output_shape, "params": meta["params"],
         "tensors": len(keys), "values": values, "dtypes": dict(sorted(dtypes.items())),
         "source": meta["source"],

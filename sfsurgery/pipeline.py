@@ -1,8 +1,11 @@
-"""The main path: recipe → plan on meta → weights → ops on real tensors → Result → file."""
+"""The main path, top to bottom: recipe → resolve → plan on meta → weights → execute → file.
+
+:func:`apply` reads as the pipeline does; :func:`load` rebuilds a model from a file alone.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,43 +13,41 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import LoadReport, load_state_dict_file, load_weights, pretrained_path, sha256_in_background
-from .errors import FileFormatError, RecipeError
-from .filemeta import build_metadata, recipe_from_metadata
-from .plan import Plan, make_plan, replay
+from .checkpoints import LoadReport, load_weights, pretrained_path, read_weights, sha256_in_background
+from .errors import FileFormatError
+from .execute import execute
+from .file.dtypes import as_torch_dtype, cast_floats
+from .file.metadata import build_metadata, recipe_from_metadata
+from .file.reader import read_metadata, verify_data
+from .file.writer import write_safetensors
+from .plan import Plan, plan_on_meta
 from .plugins import Registry
-from .recipe import Recipe, load_recipe
-from .safetensors_io import as_torch_dtype, cast_floats, read_metadata, verify_data, write_safetensors
+from .resolve import Recipe, load_recipe
 from .trace import Trace
 
 RANDOM_WARNING = ("backbone weights are random (no checkpoint, pretrained: false): fine to try the "
                   "pipeline, not to fine-tune; set base.pretrained: true for the model-zoo weights")
+RecipeSource = Recipe | str | Path | Mapping[str, Any]
 
 
-def _recipe(recipe: Any, registry: Registry) -> Recipe:
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe, registry=registry)
+def _resolved(recipe: RecipeSource, registry: Registry | None, plugins: Iterable[Any]) -> Recipe:
+    """``recipe`` itself when it is already resolved, else resolved once here."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    return load_recipe(recipe, registry=registry if registry is not None else Registry(plugins))
 
 
-def validate(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Trace:
+def validate(recipe: RecipeSource, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Trace:
     """Plan the recipe on the meta device and trace it; reads no tensor data.
 
+    Returns:
+        The final :class:`~sfsurgery.trace.Trace` (per-block and output shapes).
+
     Raises:
-        TraceError: the chain does not trace, or ``expect.output`` does not match.
+        RecipeError: the recipe is invalid. TraceError: the chain does not trace, or
+        ``expect.output`` does not match.
     """
-    registry = registry or Registry(plugins)
-    return make_plan(_recipe(recipe, registry), registry).trace
-
-
-def protect_inputs(model: nn.Module) -> nn.Module:
-    """Make ``model(x)`` leave the caller's list alone (pytorchvideo writes into it)."""
-    model.register_forward_pre_hook(_copy_input_list)
-    return model
-
-
-def _copy_input_list(module: nn.Module, args: tuple) -> tuple | None:
-    if args and isinstance(args[0], list):
-        return (list(args[0]), *args[1:])
-    return None
+    return plan_on_meta(_resolved(recipe, registry, plugins)).trace
 
 
 @dataclass
@@ -61,37 +62,17 @@ class Result:
 
     def save(self, path: str | Path | None = None, *, force: bool = False) -> Path:
         """Write the model and its metadata to ``path`` (default: ``save.path``)."""
-        dtype = as_torch_dtype(self.recipe.save.dtype)
-        return write_safetensors(Path(path) if path else output_path(self.recipe), self.model.state_dict(),
-                                 self.metadata, dtype=dtype, force=force)
+        target = Path(path) if path else self.recipe.output_path()
+        return write_safetensors(target, self.model.state_dict(), self.metadata,
+                                 dtype=as_torch_dtype(self.recipe.save.dtype), force=force)
 
 
-def output_path(recipe: Recipe) -> Path:
-    """``save.path`` (relative to the recipe), else ``out/<name>.safetensors`` (relative to the cwd)."""
-    if recipe.save.path:
-        return recipe.resolve_path(recipe.save.path)
-    return Path("out") / f"{recipe.name}.safetensors"
-
-
-def _weights_file(recipe: Recipe, registry: Registry) -> tuple[Path, str] | None:
-    """Where the weights come from, without downloading anything yet."""
-    config = recipe.base
-    if config.pretrained:
-        spec = registry.get("bases", config.hub)
-        if not spec.weights:
-            raise RecipeError(f"base {config.hub} has no model-zoo weights", hint="use base.checkpoint")
-        return pretrained_path(spec.weights, download=False), "pretrained"
-    if config.checkpoint:
-        return recipe.resolve_path(config.checkpoint), "checkpoint"
-    return None
-
-
-def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Result:
-    """Run a recipe: validate on meta, read weights, perform the surgery, in memory.
+def apply(recipe: RecipeSource, *, registry: Registry | None = None, plugins: Iterable[Any] = ()) -> Result:
+    """Run a recipe: plan on meta, read weights, perform the surgery, in memory.
 
     Args:
-        recipe: a :class:`Recipe`, a YAML path or a dict.
-        registry / plugins: where ops, bases and formats come from.
+        recipe: a :class:`Recipe` from :func:`load_recipe`, a YAML path or a dict.
+        registry / plugins: where ops, bases and formats come from (when ``recipe`` is not resolved).
 
     Returns:
         :class:`Result` with ``.model`` in eval mode, ``.trace``, ``.report``; call
@@ -101,34 +82,27 @@ def apply(recipe: Any, *, registry: Registry | None = None, plugins: Iterable[An
         >>> result = sfsurgery.apply("recipes/custom_head.yaml")
         >>> result.save("out/custom_head.safetensors")
     """
-    registry = registry or Registry(plugins)
-    recipe = _recipe(recipe, registry)
-    weights = _weights_file(recipe, registry)
+    recipe = _resolved(recipe, registry, plugins)
+    weights = recipe.weights
     # checksumming the file (for lineage) overlaps the planning; no tensor is read before it passes
-    digest = sha256_in_background(weights[0]) if weights and weights[0].is_file() else None
-    plan = make_plan(recipe, registry, keep_base=weights is not None)  # raises before any weight is read
+    digest = sha256_in_background(weights.path) if weights and weights.path.is_file() else None
+    plan = plan_on_meta(recipe, keep_base=weights is not None)  # raises before any weight is read
     notes: list[str] = []
     with torch.random.fork_rng(devices=[]):
         if weights is None:
-            model, coverage = plan.base.seeded(recipe.seed), None
+            model, coverage = recipe.base.seeded(recipe.seed), None
             source = {"weights": "random", "seed": recipe.seed}
         else:
-            path, kind = weights
-            if kind == "pretrained":
-                path = pretrained_path(plan.base.weights)
-            config = recipe.base
-            state, notes = load_state_dict_file(path, config.checkpoint_format, config.checkpoint_key, registry,
-                                                plan.pristine, plan.base.input)
-            model = plan.pristine
-            coverage = load_weights(model, state, config.load, recipe.seed, path.name)
+            path = pretrained_path(weights.url) if weights.url else weights.path  # downloads when missing
+            state, notes = read_weights(weights, plan.base_model, recipe.base.input)
+            model = plan.base_model
+            coverage = load_weights(model, state, weights.mode, recipe.seed, path.name)
             del state
-            source = {"weights": kind, "file": path.name, "sha256": (digest or sha256_in_background(path))()}
-        executed = replay(recipe, registry, model, plan.base, traces=plan.traces)
-    model = protect_inputs(executed.model.eval())
-    source = {"base": plan.base.describe, **source}
-    report = _report(recipe, plan, model, source, coverage, notes)
-    metadata = build_metadata(recipe, plan, report, registry)
-    return Result(model, plan.trace, report, recipe, metadata)
+            source = {"weights": weights.kind, "file": path.name, "sha256": (digest or sha256_in_background(path))()}
+        model = execute(plan, model)
+    model = protect_inputs(model.eval())
+    report = _report(recipe, plan, model, {"base": recipe.base.describe, **source}, coverage, notes)
+    return Result(model, plan.trace, report, recipe, build_metadata(recipe, plan, report))
 
 
 def _params(model: nn.Module) -> dict[str, int]:
@@ -139,13 +113,25 @@ def _params(model: nn.Module) -> dict[str, int]:
 def _report(recipe: Recipe, plan: Plan, model: nn.Module, source: dict, coverage: LoadReport | None,
             notes: list[str]) -> dict[str, Any]:
     warnings = [] if coverage is not None else [RANDOM_WARNING]
-    if coverage is not None and recipe.base.load == "matching" and coverage.coverage < 1:
+    if coverage is not None and recipe.weights.mode == "matching" and coverage.coverage < 1:
         warnings.append(f"loaded {coverage.loaded}/{coverage.total} tensors ({coverage.coverage:.1%}); the rest "
                         f"are initialised from seed {recipe.seed}")
     return {"name": recipe.name, "source": source, "load": coverage.as_dict() if coverage else None,
             "notes": notes, "input": plan.input.model_dump(mode="json"),
             "output": plan.trace.as_dict()["output"], "lineage": plan.lineage,
             "params": _params(model), "warnings": warnings}
+
+
+def protect_inputs(model: nn.Module) -> nn.Module:
+    """Make ``model(x)`` leave the caller's list alone (pytorchvideo writes into it)."""
+    model.register_forward_pre_hook(_copy_input_list)
+    return model
+
+
+def _copy_input_list(module: nn.Module, args: tuple) -> tuple | None:
+    if args and isinstance(args[0], list):
+        return (list(args[0]), *args[1:])
+    return None
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, *,
@@ -157,6 +143,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
         device: where the tensors go (``"cuda"`` loads straight onto the GPU).
         dtype: cast floating tensors on load (``torch.bfloat16`` or ``"bfloat16"``).
         verify: check the tensor data against the sha256 recorded in the file.
+        registry / plugins: where the recorded ops and base come from.
 
     Returns:
         The model in eval mode; it does not mutate the list you call it with.
@@ -168,16 +155,15 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
 
     dtype = as_torch_dtype(dtype)  # a bad name fails before any work
     metadata = read_metadata(path)
-    registry = registry or Registry(plugins)
-    recipe = recipe_from_metadata(metadata, Path(path).name, registry)
+    recipe = recipe_from_metadata(metadata, Path(path).name, registry if registry is not None else Registry(plugins))
     if verify:
         verify_data(path, metadata)
-    model = make_plan(recipe, registry, check=False).model
-    state = load_file(str(path), device=str(device))
-    state = {k: cast_floats(v, dtype) for k, v in state.items()}
+    model = plan_on_meta(recipe, check=False).model
+    state = {k: cast_floats(v, dtype) for k, v in load_file(str(path), device=str(device)).items()}
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise FileFormatError(f"{Path(path).name}: tensors do not fit the recorded recipe: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{str(exc).splitlines()[0][:300]}", hint="write the file again with sfsurgery apply") \
+            from None
     return protect_inputs(model.eval())

@@ -1,6 +1,6 @@
 """Plugin discovery and the registry of ops, bases and checkpoint formats.
 
-Built-ins are plugins like any other: :data:`DEFAULT_PLUGINS` are registered through the
+Built-ins are plugins like any other: :data:`BUILTIN_PLUGINS` are registered through the
 same hooks a third-party package implements. Every call site gets a fresh
 :class:`Registry` (no global plugin manager), so tests never share state.
 """
@@ -9,127 +9,52 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import inspect
 import os
-import typing
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
-import pydantic
 
 from . import __version__, hookspecs
+from .builtin import BUILTIN_PLUGINS
 from .errors import PluginError, RecipeError
+from .hookspecs import DISABLE_ENV, ENTRY_POINT_GROUP
+from .registrars import BaseRegistrar, BaseSpec, FormatRegistrar, FormatSpec, OpRegistrar, OpSpec, Provider
 from .suggest import did_you_mean
 
-ENTRY_POINT_GROUP = "sfsurgery"
-DISABLE_ENV = "SFSURGERY_DISABLE_PLUGINS"
-DEFAULT_PLUGINS = (
-    "sfsurgery.bases",
-    "sfsurgery.formats",
-    "sfsurgery.ops.head",
-    "sfsurgery.ops.truncate",
-    "sfsurgery.ops.pool",
-    "sfsurgery.ops.stem",
-)
-
-
-@dataclass(frozen=True)
-class Provider:
-    """Who registered a thing: plugin name plus the distribution it came from."""
-
-    plugin: str
-    distribution: str | None = None
-    version: str | None = None
-
-    def __str__(self) -> str:
-        if self.distribution:
-            return f"{self.plugin} ({self.distribution} {self.version})"
-        return self.plugin
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"plugin": self.plugin, "distribution": self.distribution, "version": self.version}
-
-
-@dataclass
-class OpSpec:
-    name: str
-    fn: Callable[..., None]
-    provider: Provider
-    params: type[pydantic.BaseModel]
-
-    @property
-    def help(self) -> str:
-        return inspect.cleandoc(self.fn.__doc__ or "")
-
-    def validate(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
-        """Validate recipe parameters; return them with defaults filled in."""
-        from .recipe import format_validation_error
-
-        try:
-            return self.params.model_validate(raw).model_dump(mode="json")
-        except pydantic.ValidationError as exc:
-            raise RecipeError(format_validation_error(exc, self.params, prefix=where)) from None
-
-
-@dataclass
-class BaseSpec:
-    name: str
-    build: Callable[..., Any]
-    provider: Provider
-    input: dict[str, Any] = field(default_factory=dict)
-    weights: str | None = None
-
-
-@dataclass
-class FormatSpec:
-    name: str
-    convert: Callable[[Any, str], dict]
-    provider: Provider
-
-
-def op_params_model(name: str, fn: Callable) -> type[pydantic.BaseModel]:
-    """Turn an op's keyword-only parameters into a pydantic model (its schema)."""
-    params = list(inspect.signature(fn).parameters.values())
-    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
-        raise PluginError(f"op {name!r}: first parameter must be the context, e.g. def {name}(ctx, *, ...)")
-    hints = typing.get_type_hints(fn)
-    fields: dict[str, Any] = {}
-    for p in params[1:]:
-        if p.kind is not p.KEYWORD_ONLY:
-            raise PluginError(f"op {name!r}: parameter {p.name!r} must be keyword-only (put it after '*')")
-        default = ... if p.default is p.empty else p.default
-        fields[p.name] = (hints.get(p.name, Any), default)
-    config = pydantic.ConfigDict(extra="forbid", title=name)
-    return pydantic.create_model(f"{name}_params", __config__=config, **fields)
-
+__all__ = ["DISABLE_ENV", "ENTRY_POINT_GROUP", "Provider", "Registry", "get_plugin_manager", "register_op"]
 
 # Ops registered by research code with ``sfsurgery.register_op``; exposed as one plugin.
 _research_ops: dict[str, Callable] = {}
 
 
-def register_op(name: str) -> Callable[[Callable], Callable]:
+def register_op(name: str, *, families: Iterable[str] | None = None) -> Callable[[Callable], Callable]:
     """Decorator that registers ``fn`` as op ``name`` without packaging a plugin.
 
     Example::
 
         @sfsurgery.register_op("freeze_stem")
-        def freeze_stem(ctx, *, requires_grad: bool = False): ...
+        def freeze_stem(ctx: sfsurgery.OpContext, *, requires_grad: bool = False) -> None: ...
     """
 
     def decorator(fn: Callable) -> Callable:
         _research_ops[name] = fn
+        fn.__sfsurgery_families__ = None if families is None else tuple(families)
         return fn
 
     return decorator
 
 
+def unregister_research_ops() -> None:
+    """Forget every ``@register_op`` registration (for tests and notebooks)."""
+    _research_ops.clear()
+
+
 class _ResearchOps:
     @hookspecs.hookimpl
-    def register_ops(self, register):
+    def register_ops(self, register: OpRegistrar) -> None:
         for name, fn in _research_ops.items():
-            register(name, fn)
+            register(name, fn, families=getattr(fn, "__sfsurgery_families__", None))
 
 
 def _disabled() -> set[str]:
@@ -152,6 +77,8 @@ def _load_entry_points(pm: pluggy.PluginManager, provenance: dict[str, Provider]
                 f"{type(exc).__name__}: {exc}",
                 hint=f"fix or uninstall it, or skip it with {DISABLE_ENV}={ep.name}",
             ) from exc
+        if pm.is_registered(plugin):  # two entry points naming one module
+            continue
         pm.register(plugin, name=ep.name)
         provenance[ep.name] = provider
 
@@ -163,7 +90,7 @@ def get_plugin_manager(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     provenance: dict[str, Provider] = {}
-    for module_name in DEFAULT_PLUGINS:
+    for module_name in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
         provenance[module_name] = Provider(module_name, "sfsurgery", __version__)
     if _research_ops:
@@ -190,45 +117,36 @@ def get_plugin_manager(
     return pm, provenance
 
 
+Spec = TypeVar("Spec", OpSpec, BaseSpec, FormatSpec)
+
+
 class Registry:
-    """Everything the installed plugins provide, each with its provider."""
+    """Everything the installed plugins provide, each with its provider.
+
+    Args:
+        plugins: extra plugin modules or objects, registered after the installed ones.
+        entry_points: load installed plugins (``False``: built-ins and ``plugins`` only).
+    """
 
     def __init__(self, plugins: Iterable[Any] = (), *, entry_points: bool = True):
         self.plugin_manager, self.providers = get_plugin_manager(plugins, entry_points=entry_points)
         self.ops: dict[str, OpSpec] = {}
         self.bases: dict[str, BaseSpec] = {}
         self.formats: dict[str, FormatSpec] = {}
-        self._collect("register_ops", self.ops, self._make_op)
-        self._collect("register_bases", self.bases, BaseSpec)
-        self._collect("register_checkpoint_formats", self.formats, FormatSpec)
+        self._collect("register_ops", self.ops, OpRegistrar)
+        self._collect("register_bases", self.bases, BaseRegistrar)
+        self._collect("register_checkpoint_formats", self.formats, FormatRegistrar)
 
-    @staticmethod
-    def _make_op(name: str, fn: Callable, provider: Provider) -> OpSpec:
-        try:
-            return OpSpec(name, fn, provider, op_params_model(name, fn))
-        except (NameError, TypeError, pydantic.PydanticUserError) as exc:
-            raise PluginError(f"op {name!r}: its signature is not a valid schema: {type(exc).__name__}: {exc}",
-                              hint="annotate keyword-only parameters with importable types") from exc
-
-    def _collect(self, hook_name: str, table: dict, make: Callable) -> None:
-        kind = hook_name.removeprefix("register_").rstrip("s").replace("_", " ")
+    def _collect(self, hook_name: str, table: dict, registrar: type) -> None:
         for impl in getattr(self.plugin_manager.hook, hook_name).get_hookimpls():
             provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name))
-
-            def register(name: str, obj: Callable, _provider=provider, **extra: Any) -> None:
-                if name in table:
-                    raise PluginError(
-                        f"{kind} {name!r} is registered twice: by {table[name].provider} "
-                        f"and by {_provider}",
-                        hint=f"uninstall one of them or disable one with {DISABLE_ENV}",
-                    )
-                if not isinstance(name, str) or not callable(obj):
-                    raise PluginError(f"plugin {_provider}: register(name, callable, ...) got {name!r}, {obj!r}")
-                table[name] = make(name, obj, provider=_provider, **extra)
-
             try:
-                impl.function(register=register)
-            except (PluginError, RecipeError):
+                impl.function(register=registrar(table, provider))
+            except PluginError as exc:
+                if str(provider) in exc.detail:
+                    raise
+                raise PluginError(f"plugin {provider}: {exc.detail}", hint=exc.hint) from exc
+            except RecipeError:
                 raise
             except Exception as exc:
                 raise PluginError(f"plugin {provider}: {hook_name} failed: {type(exc).__name__}: {exc}",
@@ -245,13 +163,19 @@ class Registry:
             rows.append({**provider.as_dict(), **provides})
         return rows
 
-    def get(self, table: str, name: str) -> Any:
-        """Look ``name`` up in ``ops``, ``bases`` or ``formats``; suggest near misses."""
-        entries = getattr(self, table)
-        if name not in entries:
-            kind = {"ops": "op", "bases": "base", "formats": "checkpoint format"}[table]
-            raise RecipeError(
-                f"unknown {kind} {name!r}{did_you_mean(name, entries)}",
-                hint=f"known: {', '.join(sorted(entries))}",
-            )
-        return entries[name]
+    def op(self, name: str) -> OpSpec:
+        """The op ``name``; an unknown name is a RecipeError with the near miss."""
+        return _lookup(self.ops, name, "op")
+
+    def base(self, name: str) -> BaseSpec:
+        return _lookup(self.bases, name, "base")
+
+    def format(self, name: str) -> FormatSpec:
+        return _lookup(self.formats, name, "checkpoint format")
+
+
+def _lookup(table: dict[str, Spec], name: str, kind: str) -> Spec:
+    if name not in table:
+        raise RecipeError(f"unknown {kind} {str(name)[:100]!r}{did_you_mean(str(name)[:100], table)}",
+                          hint=f"known: {', '.join(sorted(table))}")
+    return table[name]

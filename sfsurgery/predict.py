@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import FileFormatError, SurgeryError
-from .video import VideoError, decode_clip, pack_pathways, preprocess
+from .errors import FileFormatError, SurgeryError, VideoError
+from .video import decode_clip, pack_pathways, preprocess
 
 
 def clip_spec(file: str | Path) -> dict[str, Any]:
     """The clip a saved model takes: its ``sfsurgery.input`` metadata (channels, frames, alpha, size)."""
-    from .filemeta import read_field
-    from .safetensors_io import read_metadata
+    from .file.metadata import read_field
+    from .file.reader import read_metadata
 
     name = Path(file).name
     spec = read_field(read_metadata(file), "sfsurgery.input", name)

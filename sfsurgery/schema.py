@@ -9,12 +9,13 @@ import inspect
 from typing import Any
 
 from .plugins import Registry
-from .recipe import Recipe
+from .recipe import RecipeDocument
+from .registrars import OpSpec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def _op_schema(name: str, spec: Any, defs: dict[str, Any]) -> dict[str, Any]:
+def _op_schema(name: str, spec: OpSpec, defs: dict[str, Any]) -> dict[str, Any]:
     params = spec.params.model_json_schema(ref_template="#/$defs/{model}")
     defs.update(params.pop("$defs", {}))
     help_lines = spec.help.splitlines()
@@ -37,7 +38,7 @@ def recipe_schema(registry: Registry | None = None) -> dict[str, Any]:
         'adapt_stem'
     """
     registry = registry or Registry()
-    schema = Recipe.model_json_schema(ref_template="#/$defs/{model}")
+    schema = RecipeDocument.model_json_schema(ref_template="#/$defs/{model}")
     defs = schema.setdefault("$defs", {})
     defs.pop("OpCall", None)
     schema["properties"]["ops"] = {

@@ -23,6 +23,7 @@ import torch
 
 from .errors import RecipeError, SurgeryError
 from .plugins import Registry
+from .registrars import OpSpec
 
 #: A real ``create_slowfast`` R18 whose fixed head pools are sized for :data:`DEFAULT_INPUT`, so
 #: every forward is fast (about 15 ms on a CPU core) and ``swap_pool`` still has pools to swap.
@@ -97,7 +98,7 @@ def _compare_state(name: str, check: str, got: Mapping[str, torch.Tensor], want:
             raise _fail(name, check, f"{key}: values differ")
 
 
-def _schema(name: str, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _schema(name: str, spec: OpSpec, params: dict[str, Any]) -> dict[str, Any]:
     try:
         schema = spec.params.model_json_schema()
         json.dumps(schema)
@@ -128,7 +129,7 @@ def check_op(
     input: Mapping[str, Any] | None = None,
     tmp_dir: str | Path | None = None,
 ):
-    """Check that op ``name`` meets the op contract (DESIGN §3, §6) on a real SlowFast model.
+    """Check that op ``name`` meets the op contract (docs/plugins.md) on a real SlowFast model.
 
     A recipe ``base`` → ``[op name, params]`` is planned and applied. The checks, in order:
 
@@ -167,8 +168,8 @@ def check_op(
         (1, 10)
     """
     from .pipeline import apply, load
-    from .plan import make_plan
-    from .recipe import load_recipe
+    from .plan import plan_on_meta
+    from .resolve import load_recipe
     from .trace import example_inputs, shapes_of, tensors_of
 
     registry = registry if registry is not None else Registry(plugins)
@@ -190,11 +191,11 @@ def check_op(
         recipe = load_recipe(raw, registry=registry)
     except SurgeryError as exc:
         raise _fail(name, "schema", f"recipe rejected: {exc.message}") from exc
-    _schema(name, spec, recipe.ops[0].params)
+    _schema(name, spec, recipe.ops[0].params_json)
 
     # meta-safe: plan and trace without a single real tensor
     try:
-        plan = make_plan(recipe, registry)  # what sfsurgery.validate runs; we also keep the model
+        plan = plan_on_meta(recipe)  # what sfsurgery.validate runs; we also keep the model
     except RecipeError as exc:  # the op refused its parameters while running
         raise _fail(name, "schema", f"parameters rejected by the op: {exc.message}") from exc
     except SurgeryError as exc:
@@ -209,7 +210,7 @@ def check_op(
         for global_seed in (12345, 67890):
             torch.manual_seed(global_seed)  # must not matter: new weights come from ctx.generator
             try:
-                results.append(apply(recipe, registry=registry))
+                results.append(apply(recipe))
             except SurgeryError as exc:
                 raise _fail(name, "meta-safe", f"planned on meta but failed on real tensors: {exc.message}") from exc
     first, second = results

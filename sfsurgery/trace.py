@@ -124,12 +124,8 @@ def _shape_only_forwards(model: nn.Module) -> list[nn.Module]:
     return patched
 
 
-def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
-    """Run a forward on meta tensors shaped like ``spec``, hooking every module.
-
-    Raises:
-        TraceFailure: naming the innermost module that was running when it failed.
-    """
+def _hooked_forward(model: nn.Module, inputs: Any) -> tuple[Any, list[BlockShape]]:
+    """A forward with every module hooked; a failure names the innermost running module."""
     wanted = set(block_paths(model))
     stack: list[tuple[str, nn.Module, list[Shape]]] = []
     blocks: list[BlockShape] = []
@@ -141,10 +137,10 @@ def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
 
     def leave(name: str):
         def hook(module, args, output):
-            _, _, inputs = stack.pop()
+            _, _, shapes_in = stack.pop()
             if name in wanted:
                 params = sum(p.numel() for p in module.parameters())
-                blocks.append(BlockShape(name, type(module).__name__, inputs, shapes_of(output), params))
+                blocks.append(BlockShape(name, type(module).__name__, shapes_in, shapes_of(output), params))
         return hook
 
     handles = []
@@ -155,16 +151,32 @@ def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
     patched = _shape_only_forwards(model)
     try:
         with torch.no_grad():
-            output = model(example_inputs(spec))
+            output = model(inputs)
     except Exception as exc:
-        path, module, inputs = stack[-1] if stack else ("model", model, [])
-        raise TraceFailure(path, module, inputs, exc) from exc
+        path, module, shapes_in = stack[-1] if stack else ("model", model, [])
+        raise TraceFailure(path, module, shapes_in, exc) from exc
     finally:
         for module in patched:
             del module.forward
         for handle in handles:
             handle.remove()
+    return output, blocks
+
+
+def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
+    """Run a forward on meta tensors shaped like ``spec``, hooking every module.
+
+    Raises:
+        TraceFailure: naming the innermost module that was running when it failed.
+    """
+    output, blocks = _hooked_forward(model, example_inputs(spec))
     return Trace(spec, shapes_of(output), blocks)
+
+
+def traced_output_shapes(model: nn.Module, inputs: Any) -> list[Shape]:
+    """Output shapes of a meta ``model`` on meta ``inputs``; raises TraceFailure like :func:`run_trace`."""
+    output, _ = _hooked_forward(model, inputs)
+    return shapes_of(output)
 
 
 def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | None) -> tuple[str, str | None]:

@@ -14,17 +14,11 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .errors import SurgeryError
+from .errors import VideoError
 from .trace import frames_hint
 
 MEAN = 0.45  # the model zoo's Kinetics normalisation, every channel
 STD = 0.225
-
-
-class VideoError(SurgeryError, ValueError):
-    """A video that cannot be read, or a clip that cannot be packed for the model."""
-
-    exit_code = 2
 
 
 def uniform_indices(length: int, frames: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ from conftest import clip, r18_recipe
 
 import sfsurgery
 from sfsurgery.errors import OpError, SurgeryError, TraceError
-from sfsurgery.plan import make_plan
+from sfsurgery.plan import plan_on_meta
 from sfsurgery.plugins import Registry
 
 STOCK_CLIP = (1, 3, 32, 224, 224)  # the only clip the stock (8,7,7)/(32,7,7) pools accept
@@ -319,7 +319,7 @@ def test_truncate_at_blocks3_then_head_is_1408_wide_on_r50(registry):
     head = trace.blocks[-1]
     assert head.path == "blocks.4"
     assert sum(shape[1] for shape in head.inputs) == 1408
-    planned = make_plan(recipe, registry).model
+    planned = plan_on_meta(recipe).model
     assert planned.blocks[4].proj.in_features == 1408
     assert all(t.is_meta for t in planned.state_dict().values())
 

@@ -20,8 +20,8 @@ import sfsurgery
 from sfsurgery import hookspecs
 from sfsurgery.cli import main
 from sfsurgery.errors import FileFormatError, PluginError
+from sfsurgery.file.reader import read_metadata
 from sfsurgery.plugins import Registry
-from sfsurgery.safetensors_io import read_metadata
 from sfsurgery.schema import recipe_schema
 
 DUMMY_PLUGINS = {
@@ -115,7 +115,7 @@ def test_an_installed_plugin_registers_ops_and_bases_with_its_provider(installed
     mine = [row for row in listing if row["plugin"] == "dummy_ok"][0]
     assert mine["ops"] == ["freeze_stem"] and mine["bases"] == ["tiny_slowfast"]
     assert all(row["distribution"] != "sfsurgery" for row in listing)
-    assert "sfsurgery.ops.head" in CliRunner().invoke(main, ["plugins", "--all"]).stdout
+    assert "sfsurgery.builtin.ops.head" in CliRunner().invoke(main, ["plugins", "--all"]).stdout
 
 
 def test_a_file_shaped_by_a_plugin_needs_it_to_load(installed, tmp_path):
@@ -151,7 +151,7 @@ def test_a_broken_plugin_names_itself_and_can_be_disabled(installed):
 
 def test_two_plugins_claiming_one_name_are_both_named(installed):
     installed.setenv("SFSURGERY_DISABLE_PLUGINS", only("dup"))
-    with pytest.raises(PluginError, match=r"op 'replace_head' is registered twice: by sfsurgery\.ops\.head "
+    with pytest.raises(PluginError, match=r"op 'replace_head' is registered twice: by sfsurgery\.builtin\.ops\.head "
                                           r"\(sfsurgery .*\) and by dummy_dup \(sfs-dummy 1\.2\.3\)"):
         Registry()
 
@@ -174,7 +174,7 @@ def test_research_code_registers_without_packaging():
         assert torch.equal(result.model.blocks[6].proj.bias, torch.full((3,), 0.5))
         assert Registry().ops["zero_head_bias"].provider.plugin == "research"
     finally:
-        sfsurgery.plugins._research_ops.clear()
+        sfsurgery.plugins.unregister_research_ops()
     assert "zero_head_bias" not in Registry().ops
 
 

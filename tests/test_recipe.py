@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import sfsurgery
-from sfsurgery.bases import create_slowfast_kwargs
 from sfsurgery.errors import RecipeError
 from sfsurgery.recipe import apply_overrides, parse_set
+from sfsurgery.slowfast import create_slowfast_kwargs
 
 
 def test_yaml_recipe_resolves_paths_against_its_folder(tmp_path, registry):
@@ -16,7 +16,7 @@ def test_yaml_recipe_resolves_paths_against_its_folder(tmp_path, registry):
     (folder / "r.yaml").write_text("base: {hub: slowfast_r50, checkpoint: ../w/x.pyth}\nops: []\n")
     recipe = sfsurgery.load_recipe(folder / "r.yaml", registry=registry)
     assert recipe.name == "r"  # defaults to the file name
-    assert recipe.resolve_path(recipe.base.checkpoint) == (tmp_path / "w" / "x.pyth").resolve()
+    assert recipe.weights.path == (tmp_path / "w" / "x.pyth").resolve()
 
 
 def test_unknown_parameter_suggests_the_near_miss(registry):
@@ -48,7 +48,9 @@ def test_wrong_types_name_the_path(registry):
 def test_validated_params_carry_defaults(registry):
     recipe = sfsurgery.load_recipe({"base": {"hub": "slowfast_r50"},
                                     "ops": [{"op": "replace_head", "num_classes": 7}]}, registry=registry)
-    assert recipe.ops[0].params == {"num_classes": 7, "dropout": 0.5, "activation": None, "hidden": []}
+    # ops get Python types (the signature says tuple); the file records plain JSON
+    assert recipe.ops[0].params == {"num_classes": 7, "dropout": 0.5, "activation": None, "hidden": ()}
+    assert recipe.ops[0].params_json == {"num_classes": 7, "dropout": 0.5, "activation": None, "hidden": []}
 
 
 def test_overrides_set_any_field_before_validation(registry):
@@ -82,9 +84,9 @@ def test_to_yaml_in_another_folder_keeps_pointing_at_the_same_files(tmp_path, re
     (tmp_path / "sweep").mkdir()
     recipe.to_yaml(tmp_path / "sweep" / "k7.yaml")
     again = sfsurgery.load_recipe(tmp_path / "sweep" / "k7.yaml", registry=registry)
-    assert again.resolve_path(again.base.checkpoint) == (tmp_path / "a" / "weights" / "w.pyth").resolve()
+    assert again.weights.path == (tmp_path / "a" / "weights" / "w.pyth").resolve()
     assert again.resolve_path(again.save.path) == (tmp_path / "a" / "out" / "m.safetensors").resolve()
-    assert again.base.checkpoint == "../a/weights/w.pyth"
+    assert again.document.base.checkpoint == "../a/weights/w.pyth"
 
 
 @pytest.mark.parametrize("args", [{"input_channels": 3}, {"slowfast_fusion_conv_stride": "4"},

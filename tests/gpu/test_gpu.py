@@ -48,13 +48,12 @@ def test_cuda_load_matches_cpu_and_costs_little_over_the_floor(tmp_path):
             assert error <= tolerance
     ours = _median(lambda: sfsurgery.load(path, device="cuda"))
 
-    from sfsurgery.plan import make_plan
+    from sfsurgery.plan import plan_on_meta
 
-    registry = sfsurgery.Registry()
-    parsed = sfsurgery.load_recipe(recipe, registry=registry)
+    parsed = sfsurgery.load_recipe(recipe)
 
     def floor():  # the same architecture built on meta, then safetensors' own CUDA load
-        model = make_plan(parsed, registry, check=False).model
+        model = plan_on_meta(parsed, check=False).model
         model.load_state_dict(load_file(str(path), device="cuda"), strict=True, assign=True)
 
     base = _median(floor)

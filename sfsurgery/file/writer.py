@@ -1,4 +1,4 @@
-"""The output file: a deterministic safetensors writer and rebuild-from-file.
+"""Writing the output file: a deterministic, atomic safetensors writer.
 
 safetensors' ``save_file`` writes ``__metadata__`` in no stable order, so the same recipe
 would not give the same bytes; the format is simple enough to write directly (8-byte
@@ -20,29 +20,10 @@ from typing import Any
 
 import torch
 
-from .errors import FileFormatError, OutputExistsError, SurgeryError
+from ..errors import OutputError, OutputExistsError, SurgeryError
+from .dtypes import DTYPE_CODES, cast_floats
 
-DTYPE_CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-               torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-               torch.uint8: "U8", torch.bool: "BOOL"}
 DATA_DIGEST_KEY = "sfsurgery.data_sha256"
-
-
-def as_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """A floating ``torch.dtype`` from itself or its name (``"bfloat16"``, ``"torch.float16"``)."""
-    if dtype is None:
-        return None
-    found = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(found, torch.dtype) or not found.is_floating_point:
-        raise SurgeryError(f"not a floating-point torch dtype: {dtype!r}", hint="e.g. float32, float16, bfloat16")
-    return found
-
-
-def cast_floats(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """Cast floating tensors only: BatchNorm's ``num_batches_tracked`` stays int64."""
-    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
-        return tensor
-    return tensor.to(dtype)
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
@@ -54,7 +35,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     """
     path = Path(path)
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it")
+        raise OutputExistsError(path)
     if sys.byteorder != "little":  # safetensors data is little-endian
         raise NotImplementedError("writing safetensors needs a little-endian machine")
     names = sorted(tensors)
@@ -73,7 +54,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise SurgeryError(f"cannot write to {path.parent}: {exc.strerror}") from None
+        raise OutputError(f"cannot write to {path.parent}: {exc.strerror}",
+                          hint="choose an output folder you can write to (-o)") from None
     try:
         with os.fdopen(fd, "wb") as f:
             # The data digest goes in the header, which comes first: write a same-length
@@ -92,7 +74,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         _publish(tmp, path, force)
         _fsync_dir(path.parent)
     except OSError as exc:
-        raise SurgeryError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="check the free space and permissions of the output folder") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -107,10 +90,10 @@ def _publish(tmp: str, path: Path, force: bool) -> None:
     try:
         os.link(tmp, path)  # atomic and fails if the file appeared meanwhile
     except FileExistsError:
-        raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+        raise OutputExistsError(path) from None
     except OSError:  # a filesystem without hard links: check, then rename (a small race)
         if path.exists():
-            raise OutputExistsError(f"{path} exists", hint="pass --force to replace it") from None
+            raise OutputExistsError(path) from None
         os.replace(tmp, path)
 
 
@@ -162,20 +145,6 @@ def _header(metadata: dict[str, str], entries: dict[str, Any], data_sha256: str)
     return blob + b" " * (-len(blob) % 8)
 
 
-def verify_data(path: str | Path, metadata: dict[str, str]) -> bool | None:
-    """Check the tensor data against the digest written with it; None if the file has none."""
-    expected = metadata.get(DATA_DIGEST_KEY)
-    if expected is None:
-        return None
-    with open(path, "rb") as f:
-        f.seek(8 + int.from_bytes(f.read(8), "little"))
-        actual = hashlib.file_digest(f, "sha256").hexdigest()
-    if actual != expected:
-        raise FileFormatError(f"{Path(path).name} is corrupted: its tensor data does not match the "
-                              "sha256 recorded when it was written", hint="write the file again")
-    return True
-
-
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -185,18 +154,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, with clear errors for bad files."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"no such file: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as exc:
-        raise FileFormatError(f"{path.name}: not a readable safetensors file ({exc})",
-                              hint="the file may be truncated or corrupted; write it again") from None

@@ -1,14 +1,10 @@
-"""Built-in surgery ops, one module per family, each a default plugin.
-
-Op modules import torch and pytorchvideo inside the ops, so registering them (``sfsurgery
-ops``, ``--help``, schema checks) stays light; :mod:`.modules` holds what ops insert.
-"""
+"""Finding the parts of a pytorchvideo ``Net`` that ops change."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import OpError
+from ...errors import OpError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,5 +16,6 @@ def net_blocks(model: nn.Module) -> nn.ModuleList:
 
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
-        raise OpError(f"expected a pytorchvideo Net with .blocks, got {type(model).__name__}")
+        raise OpError(f"expected a pytorchvideo Net with .blocks, got {type(model).__name__}",
+                      hint="this op works on pytorchvideo models (sfsurgery.load or a hub builder)")
     return blocks

@@ -1,7 +1,7 @@
 """``grayscale_stem`` and ``adapt_stem``: change the stems' input channels.
 
 :func:`adapt_input_weight` is a pure function over a conv weight, in the spirit of timm's
-``adapt_input_conv``; the ops apply it to both pathway stems.
+``adapt_input_conv``; :func:`adapt_stem` applies it to every pathway stem of a model.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import PositiveInt
 
-from ..errors import OpError, RecipeError
-from ..hookspecs import hookimpl
+from ...errors import OpError, RecipeError
+from ...hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from ...context import OpContext
+    from ...registrars import OpRegistrar
 
 
 def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> torch.Tensor:
@@ -48,53 +51,80 @@ def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> tor
         return tiled[:, :in_channels] * (old / in_channels)
     if mode == "zero":
         if in_channels < old:
-            raise RecipeError(f"mode zero keeps the {old} original channels: in_channels must be >= {old}")
+            raise RecipeError(f"mode zero keeps the {old} original channels: in_channels must be >= {old}",
+                              hint=f"use in_channels >= {old}, or mode: repeat")
         extra = weight.new_zeros((weight.shape[0], in_channels - old, *weight.shape[2:]))
         return torch.cat([weight, extra], dim=1)
     raise ValueError(f"unknown mode {mode!r}")
 
 
 def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Conv3d]]:
-    from .._pytorchvideo import ResNetBasicStem
+    from ..._pytorchvideo import ResNetBasicStem
 
     convs = [(f"{name}.conv", m.conv) for name, m in model.named_modules() if isinstance(m, ResNetBasicStem)]
     if not convs:
-        raise OpError("no ResNetBasicStem found: this op adapts pytorchvideo stems")
+        raise OpError("no ResNetBasicStem found: this op adapts pytorchvideo stems",
+                      hint="the SlowFast and ResNet bases have them")
     return convs
 
 
-def _adapt_stems(ctx, in_channels: int, mode: str) -> None:
+def adapt_stems(model: nn.Module, in_channels: int, mode: str) -> list[str]:
+    """Re-shape every stem conv for ``in_channels``; return the weight keys changed."""
     from torch import nn
 
     paths = []
-    for path, conv in _stem_convs(ctx.model):
+    for path, conv in _stem_convs(model):
         conv.weight = nn.Parameter(adapt_input_weight(conv.weight.detach(), in_channels, mode))
         conv.in_channels = in_channels
         paths.append(f"{path}.weight")
+    return paths
+
+
+def grayscale_stem(model: nn.Module, *, mode: Literal["sum", "mean"] = "sum") -> nn.Module:
+    """Make every pathway stem take 1 channel, in place; returns ``model``.
+
+    ``sum``: model(gray) equals the original model(gray repeated to RGB). ``mean``: a third of it.
+    """
+    adapt_stems(model, 1, mode)
+    return model
+
+
+def adapt_stem(model: nn.Module, *, in_channels: int, mode: Literal["repeat", "zero"] = "repeat") -> nn.Module:
+    """Make every pathway stem take ``in_channels`` channels, in place; returns ``model``.
+
+    ``repeat``: timm's rule (tile the RGB kernel, scale by 3/N). ``zero``: RGB kernels kept on
+    channels 0-2, zero kernels on the rest.
+    """
+    adapt_stems(model, in_channels, mode)
+    return model
+
+
+def _adapt_op(ctx: OpContext, in_channels: int, mode: str) -> None:
+    paths = adapt_stems(ctx.model, in_channels, mode)
     ctx.input.channels = in_channels
     ctx.record(transformed=paths, note=f"stems take {in_channels} channel(s) ({mode})")
 
 
-def grayscale_stem(ctx, *, mode: Literal["sum", "mean"] = "sum") -> None:
+def grayscale_stem_op(ctx: OpContext, *, mode: Literal["sum", "mean"] = "sum") -> None:
     """Make both pathway stems take 1 channel.
 
     ``sum`` (default): model(gray) equals the original model(gray repeated to RGB).
     ``mean``: the kernel is averaged instead (a third of the response). Sets input.channels 1.
     """
-    _adapt_stems(ctx, 1, mode)
+    _adapt_op(ctx, 1, mode)
 
 
-def adapt_stem(ctx, *, in_channels: PositiveInt, mode: Literal["repeat", "zero"] = "repeat") -> None:
+def adapt_stem_op(ctx: OpContext, *, in_channels: PositiveInt, mode: Literal["repeat", "zero"] = "repeat") -> None:
     """Make both pathway stems take ``in_channels`` channels (depth, RGB-D, thermal ...).
 
     ``repeat`` (default): timm's rule, tile the RGB kernel and scale by 3/N.
     ``zero``: keep the RGB kernels on channels 0-2, zero kernels on the extra channels, so
     model(RGB + anything) equals the original model(RGB) until training moves them.
     """
-    _adapt_stems(ctx, in_channels, mode)
+    _adapt_op(ctx, in_channels, mode)
 
 
 @hookimpl
-def register_ops(register):
-    register("grayscale_stem", grayscale_stem)
-    register("adapt_stem", adapt_stem)
+def register_ops(register: OpRegistrar) -> None:
+    register("grayscale_stem", grayscale_stem_op)
+    register("adapt_stem", adapt_stem_op)
