@@ -164,7 +164,7 @@ class _Registrar:
     def __init__(self, table: dict[str, Any], provider: Provider):
         self._table, self._provider = table, provider
 
-    def _add(self, name: str, spec: Any) -> None:
+    def _add(self, name: str, spec: OpSpec | BaseSpec | FormatSpec) -> None:
         if name in self._table:
             raise PluginError(f"{self.kind} {name!r} is registered twice: by {self._table[name].provider} "
                               f"and by {self._provider}",

@@ -7,24 +7,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pydantic
 import yaml
 
-from . import slowfast
-from .context import BaseInfo
+from .base import ResolvedBase, resolve_base
 from .errors import Location, OpError, RecipeError
 from .plugins import Registry
-from .recipe import InputSpec, Preprocess, RecipeDocument, apply_overrides, format_validation_error, read_recipe_file
+from .recipe import InputSpec, RecipeDocument, apply_overrides, format_validation_error, read_recipe_file
 from .recipe.schema import Expect, SaveConfig
-from .registrars import BaseSpec, FormatSpec, OpSpec, Provider
-
-if TYPE_CHECKING:
-    from torch import nn
+from .registrars import FormatSpec, OpSpec, Provider
 
 
 @dataclass(frozen=True)
@@ -49,43 +45,6 @@ class ResolvedOp:
     def as_call(self) -> dict[str, Any]:
         """The recipe entry: ``{"op": name, **params}`` with defaults filled in."""
         return {"op": self.name, **self.params_json}
-
-
-@dataclass(frozen=True)
-class ResolvedBase:
-    """A base ready to build: what it is, its defaults, and how to build it."""
-
-    name: str
-    family: str
-    input: InputSpec
-    preprocess: Preprocess
-    stages: tuple[str, ...]
-    weights_url: str | None
-    provider: Provider | None  # None: sfsurgery's own create_slowfast
-    describe: dict[str, Any]
-    build: Callable[[], nn.Module] = field(repr=False)
-    build_on: Literal["meta", "cpu"] = "meta"
-
-    @property
-    def info(self) -> BaseInfo:
-        return BaseInfo(self.name, self.family, self.stages)
-
-    def on_meta(self) -> nn.Module:
-        """The architecture on the meta device: shapes only, no memory, no init cost."""
-        import torch
-
-        if self.build_on == "cpu":  # e.g. builders that call .item() while building
-            return self.seeded(0).to("meta")
-        with torch.device("meta"):
-            return self.build()
-
-    def seeded(self, seed: int) -> nn.Module:
-        """A real, randomly initialised model: the builder's own init under ``seed``."""
-        import torch
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.build()
 
 
 @dataclass(frozen=True)
@@ -226,7 +185,7 @@ def load_recipe(
 
 def resolve(document: RecipeDocument, root: Path, registry: Registry) -> Recipe:
     """Resolve a schema-checked document against ``registry`` (see :func:`load_recipe`)."""
-    base = _resolve_base(document, registry)
+    base = resolve_base(document.base, registry)
     ops = tuple(_resolve_op(i, call.op, call.params, registry, base) for i, call in enumerate(document.ops))
     given = document.input.model_dump(exclude_none=True)
     try:
@@ -261,29 +220,6 @@ def _at(index: int, name: str | None = None) -> Location:
     return Location(op_index=index, op_name=name)
 
 
-def _resolve_base(document: RecipeDocument, registry: Registry) -> ResolvedBase:
-    config = document.base
-    if config.hub is not None:
-        try:
-            spec: BaseSpec = registry.base(config.hub)
-        except RecipeError as exc:
-            raise RecipeError(exc.detail, hint=exc.hint, where=_field("base.hub")) from None
-        return ResolvedBase(spec.name, spec.family, spec.input, spec.preprocess, spec.stages, spec.weights,
-                            spec.provider, {"hub": spec.name, "pretrained": config.pretrained},
-                            _guarded(spec.build, {}, f"base {spec.name}"), spec.build_on)
-    from ._pytorchvideo import create_slowfast
-
-    kwargs = slowfast.create_slowfast_kwargs(config.create_slowfast or {})
-    return ResolvedBase("create_slowfast", slowfast.FAMILY, slowfast.create_slowfast_input(kwargs),
-                        slowfast.PREPROCESS, slowfast.STAGES, None, None,
-                        {"create_slowfast": config.create_slowfast},
-                        _guarded(create_slowfast, kwargs, "create_slowfast"))
-
-
-def _field(name: str) -> Location:
-    return Location(field=name)
-
-
 def _resolve_weights(recipe: Recipe, registry: Registry) -> WeightsSource | None:
     config = recipe.document.base
     if config.pretrained:
@@ -303,22 +239,7 @@ def _resolve_weights(recipe: Recipe, registry: Registry) -> WeightsSource | None
     try:
         spec = registry.format(fmt)
     except RecipeError as exc:
-        raise RecipeError(exc.detail, hint=exc.hint, where=_field("base.checkpoint_format")) from None
+        raise RecipeError(exc.detail, hint=exc.hint, where=Location(field="base.checkpoint_format")) from None
     if path is None:
         return None
     return WeightsSource(kind, path, spec, config.checkpoint_key, config.load, url)
-
-
-def _guarded(build: Callable[..., nn.Module], kwargs: dict, what: str) -> Callable[[], nn.Module]:
-    """The builder, with its errors on bad arguments turned into one RecipeError."""
-
-    def run() -> nn.Module:
-        try:
-            return build(**kwargs)
-        except (TypeError, ValueError, AssertionError, IndexError, KeyError, RuntimeError, ZeroDivisionError,
-                pydantic.ValidationError) as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise RecipeError(f"{what} could not build the model: {type(exc).__name__}: {first}",
-                              hint="check the base arguments against pytorchvideo's create_slowfast") from exc
-
-    return run

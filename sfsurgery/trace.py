@@ -11,6 +11,8 @@ from torch import nn
 from .recipe import InputSpec
 
 Shape = tuple[int, ...]
+#: What a model takes: one clip tensor, or a list of pathway tensors ([slow, fast]).
+ModelInput = torch.Tensor | list[torch.Tensor]
 
 
 def tensors_of(value: Any) -> list[torch.Tensor]:
@@ -82,7 +84,7 @@ def block_paths(model: nn.Module) -> list[str]:
 
 
 def example_inputs(spec: InputSpec, device: torch.device | str = "meta",
-                   generator: torch.Generator | None = None) -> Any:
+                   generator: torch.Generator | None = None) -> ModelInput:
     """Model inputs shaped like ``spec``: zeros, or normal noise drawn from ``generator``."""
     shapes = spec.pathway_shapes()
     if generator is None:
@@ -124,7 +126,7 @@ def _shape_only_forwards(model: nn.Module) -> list[nn.Module]:
     return patched
 
 
-def _hooked_forward(model: nn.Module, inputs: Any) -> tuple[Any, list[BlockShape]]:
+def _hooked_forward(model: nn.Module, inputs: ModelInput) -> tuple[Any, list[BlockShape]]:
     """A forward with every module hooked; a failure names the innermost running module."""
     wanted = set(block_paths(model))
     stack: list[tuple[str, nn.Module, list[Shape]]] = []
@@ -173,7 +175,7 @@ def run_trace(model: nn.Module, spec: InputSpec) -> Trace:
     return Trace(spec, shapes_of(output), blocks)
 
 
-def traced_output_shapes(model: nn.Module, inputs: Any) -> list[Shape]:
+def traced_output_shapes(model: nn.Module, inputs: ModelInput) -> list[Shape]:
     """Output shapes of a meta ``model`` on meta ``inputs``; raises TraceFailure like :func:`run_trace`."""
     output, _ = _hooked_forward(model, inputs)
     return shapes_of(output)

@@ -1,4 +1,4 @@
-"""Each built-in op's exactness guarantee (DESIGN §3), proven against pytorchvideo's stock model.
+"""Each built-in op's exactness guarantee (docs/ops.md), proven against pytorchvideo's stock model.
 
 The surgered model is built by ``sfsurgery.apply`` from a model-zoo-layout checkpoint of the
 stock model (randomised BatchNorm statistics, so every branch matters). Expected values come
