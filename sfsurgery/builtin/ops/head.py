@@ -89,6 +89,7 @@ def replace_head(
     if device is None:
         device = next((p.device for p in model.parameters()), None)
     head = SurgeryHead(in_features, num_classes, dropout, tuple(hidden), activation, device=device)
+    head.train(model.training)  # a new module starts in train mode; follow the model's
     for layer in [*head.hidden, head.proj]:
         if isinstance(layer, nn.Linear):
             nn.init.normal_(layer.weight, std=INIT_STD, generator=generator)
