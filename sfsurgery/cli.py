@@ -64,7 +64,7 @@ def main(debug: bool) -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-recipe_arg = click.argument("recipe", type=click.Path(dir_okay=False))
+recipe_arg = click.argument("recipe")  # the library reports folders and missing files itself
 set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                        help="Override a recipe field, e.g. ops.0.num_classes=10.")
 
@@ -132,18 +132,17 @@ def validate(recipe: str, sets: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @recipe_arg
 @set_opt
-@click.option("--depth", default=2, show_default=True, help="Module depth of the table.")
+@click.option("--depth", type=click.IntRange(1, 20), default=2, show_default=True, help="Module depth of the table.")
 @user_errors
 def trace(recipe: str, sets: tuple[str, ...], depth: int) -> None:
-    """Print RECIPE's per-block shapes, parameters and mult-adds (computed on meta)."""
+    """Print RECIPE's per-module shapes, parameters and GMACs (computed on the meta device)."""
     from .plan import plan_on_meta
-    from .trace import fmt_shapes, summary_table
+    from .trace_table import format_table, module_table
 
     plan = plan_on_meta(_load(recipe, sets))
-    for block in plan.trace.blocks:
-        click.echo(f"{block.path:<10} {block.type:<22} {fmt_shapes(block.inputs):<44} -> "
-                   f"{fmt_shapes(block.outputs):<36} {block.params:>12,}")
-    click.echo(summary_table(plan.model, plan.input, depth))
+    rows = module_table(plan.model, plan.input, depth)
+    click.echo(format_table(rows, plan.input, f"{recipe}: per-module shapes to depth {depth} (meta device, "
+                                              "batch as in input; GMACs = 10^9 multiply-accumulates)"))
 
 
 @main.command()
@@ -152,19 +151,13 @@ def trace(recipe: str, sets: tuple[str, ...], depth: int) -> None:
 @user_errors
 def ops(name: str | None, as_json: bool) -> None:
     """List every op: its plugin, parameters and help (or just NAME)."""
+    from .notation import describe_params
     from .plugins import Registry
 
     registry = Registry()
     specs = [registry.op(name)] if name else [registry.ops[k] for k in sorted(registry.ops)]
-    rows = []
-    for spec in specs:
-        params = []
-        for pname, field in spec.params.model_fields.items():
-            default = None if field.is_required() else field.get_default(call_default_factory=True)
-            params.append({"name": pname, "type": _type_name(field.annotation),
-                           "required": field.is_required(), "default": default})
-        rows.append({"name": spec.name, "provider": spec.provider.as_dict(), "params": params,
-                     "help": spec.help})
+    rows = [{"name": spec.name, "provider": spec.provider.as_dict(), "families": spec.families,
+             "params": describe_params(spec.params), "help": spec.help} for spec in specs]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=list))
         return
@@ -173,7 +166,8 @@ def ops(name: str | None, as_json: bool) -> None:
         origin = f" ({provider['distribution']} {provider['version']})" if provider["distribution"] else ""
         click.echo(f"{row['name']}  [{provider['plugin']}{origin}]")
         for p in row["params"]:
-            default = "required" if p["required"] else f"default {p['default']!r}"
+            value = p["default"] if isinstance(p["default"], str) else json.dumps(p["default"])
+            default = "required" if p["required"] else f"default {value}"
             click.echo(f"    {p['name']}: {p['type']} ({default})")
         if name:
             click.echo("\n" + "\n".join("    " + line for line in row["help"].splitlines()))
@@ -245,11 +239,6 @@ def schema() -> None:
     from .schema import recipe_schema
 
     click.echo(json.dumps(recipe_schema(), indent=2))
-
-
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
-    return text or str(annotation).replace("typing.", "")
 
 
 @main.command()

@@ -13,10 +13,13 @@ import torch
 from torch import nn
 
 from .context import Lineage, OpContext, lineage_entry
-from .errors import Location, OpError, SurgeryError, TraceError
+from .errors import Location, OpError, RecipeError, SurgeryError, TraceError
 from .recipe import InputSpec
 from .resolve import Recipe, ResolvedOp
 from .trace import Trace, TraceFailure, expect_matches, explain, fmt_shapes, run_trace
+
+#: The most tensor values a model may have (4 GiB in float32; SlowFast R101 has 63 million).
+MAX_VALUES = 1 << 30
 
 
 @dataclass
@@ -104,7 +107,7 @@ def plan_on_meta(recipe: Recipe, *, check: bool = True, keep_base: bool = False)
     Raises:
         TraceError: naming the op to blame, the block path, the shapes and a fix.
     """
-    model = recipe.base.on_meta()
+    model = _bounded(recipe.base.on_meta(), f"base {recipe.base.name}")
     base_model = copy.deepcopy(model) if keep_base else None
     try:
         model, spec, steps = _run_ops(recipe, model)
@@ -115,11 +118,21 @@ def plan_on_meta(recipe: Recipe, *, check: bool = True, keep_base: bool = False)
         raise _blame(recipe) from None
     except OpError as exc:
         raise TraceError(exc.detail, exc.hint, where=exc.where) from exc
+    _bounded(plan.model, "the model after the ops")
     expected = recipe.expect.output
     if check and expected is not None and not expect_matches(expected, plan.trace.outputs):
         raise TraceError(f"expect.output is {expected} but the model gives {fmt_shapes(plan.trace.outputs)}",
                          hint="fix expect.output, or the ops that shape the output")
     return plan
+
+
+def _bounded(model: nn.Module, what: str) -> nn.Module:
+    """Refuse models too large to materialise (a meta build costs nothing; the weights would)."""
+    values = sum(t.numel() for t in model.state_dict().values())
+    if values > MAX_VALUES:
+        raise RecipeError(f"{what} has {values:,} values ({values * 4 / 2**30:.0f} GiB in float32), more than "
+                          f"sfsurgery builds ({MAX_VALUES:,})", hint="check the channel and depth arguments")
+    return model
 
 
 def _blame(recipe: Recipe) -> TraceError:

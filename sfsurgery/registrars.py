@@ -152,7 +152,8 @@ def op_params_model(name: str, fn: Callable) -> type[pydantic.BaseModel]:
     hints = _keyword_annotations(fn, [p.name for p in params[1:]])
     fields: dict[str, Any] = {p.name: (hints.get(p.name, Any), ... if p.default is p.empty else p.default)
                               for p in params[1:]}
-    config = pydantic.ConfigDict(extra="forbid", title=name, strict=False)
+    # strict, validated from JSON: a list still fills a tuple, but `true` is not the integer 1
+    config = pydantic.ConfigDict(extra="forbid", title=name, strict=True)
     return pydantic.create_model(f"{name}_params", __config__=config, **fields)
 
 

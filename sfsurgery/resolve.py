@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -173,7 +174,7 @@ def load_recipe(
         data.setdefault("name", path.stem if path.stem else "model")
     data = apply_overrides(data, overrides)
     try:
-        document = RecipeDocument.model_validate(data)
+        document = RecipeDocument.model_validate_json(_as_json(data, "recipe"))
     except pydantic.ValidationError as exc:
         raise RecipeError(format_validation_error(exc, RecipeDocument),
                           hint="see the recipe reference: docs/recipes.md") from None
@@ -204,7 +205,7 @@ def _resolve_op(index: int, name: str, raw: dict[str, Any], registry: Registry, 
     except RecipeError as exc:
         raise RecipeError(exc.detail, hint=exc.hint, where=_at(index)) from None
     try:
-        validated = spec.params.model_validate(raw)
+        validated = spec.params.model_validate_json(_as_json(raw, f"ops[{index}]"))
     except pydantic.ValidationError as exc:
         raise RecipeError(format_validation_error(exc, spec.params, prefix=f"ops[{index}]", noun="parameter"),
                           hint=f"see: sfsurgery ops {name}") from None
@@ -214,6 +215,15 @@ def _resolve_op(index: int, name: str, raw: dict[str, Any], registry: Registry, 
                       where=_at(index, name))
     params = {key: getattr(validated, key) for key in type(validated).model_fields}
     return ResolvedOp(index, name, spec, params, validated.model_dump(mode="json"))
+
+
+def _as_json(data: Any, where: str) -> str:
+    """Recipes are plain JSON values (a dict built in code may hold tuples, not numpy scalars)."""
+    try:
+        return json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{where}: not a plain JSON value ({str(exc)[:200]})",
+                          hint="use numbers, strings, booleans, null, lists and mappings") from None
 
 
 def _at(index: int, name: str | None = None) -> Location:

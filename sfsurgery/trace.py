@@ -230,12 +230,3 @@ def expect_matches(expected: list, outputs: list[Shape]) -> bool:
         return False
     return all(len(w) == len(o) and all(a in (-1, b) for a, b in zip(w, o))
                for w, o in zip(wanted, outputs))
-
-
-def summary_table(model: nn.Module, spec: InputSpec, depth: int = 2) -> str:
-    """torchinfo's per-layer table (shapes, parameters, mult-adds), computed on meta."""
-    from torchinfo import summary
-
-    stats = summary(model, input_data=[example_inputs(spec)], device="meta", depth=depth, verbose=0,
-                    col_names=("input_size", "output_size", "num_params", "mult_adds"))
-    return str(stats)

@@ -110,7 +110,7 @@ def test_an_installed_plugin_registers_ops_and_bases_with_its_provider(installed
     op = registry.ops["freeze_stem"]
     assert (op.provider.plugin, op.provider.distribution, op.provider.version) == ("dummy_ok", "sfs-dummy", "1.2.3")
     assert registry.bases["tiny_slowfast"].provider == op.provider
-    assert "requires_grad: bool (default False)" in CliRunner().invoke(main, ["ops", "freeze_stem"]).stdout
+    assert "requires_grad: boolean (default false)" in CliRunner().invoke(main, ["ops", "freeze_stem"]).stdout
     listing = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).stdout)
     mine = [row for row in listing if row["plugin"] == "dummy_ok"][0]
     assert mine["ops"] == ["freeze_stem"] and mine["bases"] == ["tiny_slowfast"]

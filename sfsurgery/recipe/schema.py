@@ -18,10 +18,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Document(BaseModel):
+    """Recipe sections: validated from JSON in strict mode (``true`` is not the integer 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
 
 
-class BaseConfig(_Strict):
+class BaseConfig(_Document):
     """Where the network and its weights come from."""
 
     hub: str | None = Field(None, description="a registered base, e.g. slowfast_r50", max_length=200)
@@ -45,7 +51,7 @@ class BaseConfig(_Strict):
         return self
 
 
-class InputConfig(_Strict):
+class InputConfig(_Document):
     """The clip the model must accept; unset fields come from the base."""
 
     batch: Dim | None = None
@@ -90,7 +96,7 @@ class Preprocess(_Strict):
     std: tuple[PositiveFloat, ...] = Field((0.225, 0.225, 0.225), min_length=1, max_length=16)
 
 
-class OpCall(_Strict):
+class OpCall(_Document):
     """One entry of ``ops``: ``op: name`` plus that op's parameters, flat in YAML."""
 
     op: str = Field(max_length=200)
@@ -108,19 +114,19 @@ class OpCall(_Strict):
         return {"op": self.op, **self.params}
 
 
-class Expect(_Strict):
+class Expect(_Document):
     output: list[int] | list[list[int]] | None = Field(
         None, description="final output shape; -1 matches any size; a list for pathways"
     )
 
 
-class SaveConfig(_Strict):
+class SaveConfig(_Document):
     path: str | None = Field(None, description="relative to the recipe; default out/<name>.safetensors",
                              max_length=4096)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
 
-class RecipeDocument(_Strict):
+class RecipeDocument(_Document):
     """A recipe as written, schema-checked. :func:`sfsurgery.load_recipe` resolves it."""
 
     sfsurgery: Literal[1] = RECIPE_VERSION
