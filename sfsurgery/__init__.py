@@ -27,13 +27,15 @@ _LAZY = {
     "SurgeryError": "errors", "TraceError": "errors", "RecipeError": "errors", "Location": "errors",
     "CheckpointError": "errors", "PluginError": "errors", "FileFormatError": "errors",
     "OpError": "errors", "VideoError": "errors", "OutputError": "errors", "OutputExistsError": "errors",
-    "pack_pathways": "video", "predict": "predict",
+    "pack_pathways": "video", "predict": "predict", "SurgeryWarning": "errors",
+    "param_groups": "builtin.ops.training",
     "inspect_file": "inspection", "recipe_schema": "schema",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .builtin.ops.training import param_groups
     from .context import BaseInfo, OpContext
     from .errors import (
         CheckpointError,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         PluginError,
         RecipeError,
         SurgeryError,
+        SurgeryWarning,
         TraceError,
         VideoError,
     )

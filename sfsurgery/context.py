@@ -47,6 +47,7 @@ class Records:
     removed: list[str] = field(default_factory=list)
     transformed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class OpContext:
@@ -120,6 +121,17 @@ class OpContext:
             if not isinstance(note, str):
                 raise TypeError("ctx.record(note=...) takes a string")
             self.records.notes.append(note)
+
+    def warn(self, message: str) -> None:
+        """Report something the user should know but that does not stop the recipe.
+
+        ``validate`` and ``apply`` print it as a ``warning:`` line, list it in the report and issue
+        a Python ``SurgeryWarning`` (once, while planning).
+        """
+        if not isinstance(message, str):
+            raise TypeError("ctx.warn(message) takes a string")
+        if message not in self.records.warnings:
+            self.records.warnings.append(message)
 
 
 def _is_meta(model: nn.Module) -> bool:

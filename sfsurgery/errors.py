@@ -44,6 +44,10 @@ class Location:
         return Location(**{k: v if v is not None else getattr(other, k) for k, v in mine.items()})
 
 
+class SurgeryWarning(UserWarning):
+    """Something the user should know that does not stop the work (random backbone, unmatched rule)."""
+
+
 class SurgeryError(Exception):
     """A problem with what the user asked for; printed as one ``error:`` line and a ``hint:``.
 

@@ -7,13 +7,14 @@ The plan is everything the execute pass needs: for each op, the shapes it asked 
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .context import Lineage, OpContext, lineage_entry
-from .errors import Location, OpError, RecipeError, SurgeryError, TraceError
+from .errors import Location, OpError, RecipeError, SurgeryError, SurgeryWarning, TraceError
 from .recipe import InputSpec
 from .resolve import Recipe, ResolvedOp
 from .trace import Trace, TraceFailure, expect_matches, explain, fmt_shapes, run_trace
@@ -29,6 +30,7 @@ class PlannedOp:
     op: ResolvedOp
     traces: list[Trace | TraceFailure]
     lineage: Lineage
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +55,11 @@ class Plan:
     @property
     def lineage(self) -> list[Lineage]:
         return [step.lineage for step in self.steps]
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the ops warned about, each prefixed with its op (``ops[1] lr_mult: ...``)."""
+        return [f"ops[{s.op.index}] {s.op.name}: {w}" for s in self.steps for w in s.warnings]
 
 
 def run_op(op: ResolvedOp, ctx: OpContext) -> None:
@@ -92,7 +99,7 @@ def _run_ops(recipe: Recipe, model: nn.Module, stop_after: int | None = None) ->
         run_op(op, ctx)
         model, spec = ctx.model, ctx.input
         entry = lineage_entry(before, model.state_dict(keep_vars=True), ctx, op.provider.as_dict())
-        steps.append(PlannedOp(op, ctx.asked, entry))
+        steps.append(PlannedOp(op, ctx.asked, entry, list(ctx.records.warnings)))
     return model, spec, steps
 
 
@@ -119,6 +126,10 @@ def plan_on_meta(recipe: Recipe, *, check: bool = True, keep_base: bool = False)
     except OpError as exc:
         raise TraceError(exc.detail, exc.hint, where=exc.where) from exc
     _bounded(plan.model, "the model after the ops")
+    if check:
+        plan.trace.warnings = plan.warnings
+        for message in plan.warnings:
+            warnings.warn(message, SurgeryWarning, stacklevel=3)
     expected = recipe.expect.output
     if check and expected is not None and not expect_matches(expected, plan.trace.outputs):
         raise TraceError(f"expect.output is {expected} but the model gives {fmt_shapes(plan.trace.outputs)}",

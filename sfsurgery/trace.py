@@ -54,6 +54,7 @@ class Trace:
     input: InputSpec
     outputs: list[Shape]
     blocks: list[BlockShape] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the ops warned about while planning
 
     @property
     def output(self) -> Shape | list[Shape]:

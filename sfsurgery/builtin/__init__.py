@@ -13,4 +13,6 @@ BUILTIN_PLUGINS = (
     "sfsurgery.builtin.ops.truncate",
     "sfsurgery.builtin.ops.pool",
     "sfsurgery.builtin.ops.stem",
+    "sfsurgery.builtin.ops.training",
+    "sfsurgery.builtin.ops.fuse",
 )

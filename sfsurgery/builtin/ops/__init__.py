@@ -11,10 +11,12 @@ Each function changes the model in place and returns it. The recipe op of the sa
 thin adapter (``*_op``) that reads shapes from the meta plan and records lineage.
 """
 
+from .fuse import conv_bn_pairs, fuse_bn
 from .head import remove_head, replace_head
 from .pool import swap_pool
 from .stem import adapt_input_weight, adapt_stem, grayscale_stem
+from .training import freeze, param_groups, set_lr_mult
 from .truncate import truncate
 
-__all__ = ["adapt_input_weight", "adapt_stem", "grayscale_stem", "remove_head", "replace_head", "swap_pool",
-           "truncate"]
+__all__ = ["adapt_input_weight", "adapt_stem", "conv_bn_pairs", "freeze", "fuse_bn", "grayscale_stem",
+           "param_groups", "remove_head", "replace_head", "set_lr_mult", "swap_pool", "truncate"]

@@ -36,3 +36,27 @@ class SurgeryHead(nn.Module):
 
     def forward(self, x):
         return self.activation(self.proj(self.hidden(self.dropout(self.pool(x)))))
+
+
+class _StaysInEval:
+    """A BatchNorm that stays in eval mode (mmaction2's ``norm_eval``): it normalises with its
+    running statistics and never updates them, even after ``model.train()``. Same state-dict keys."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class FrozenBatchNorm1d(_StaysInEval, nn.BatchNorm1d):
+    pass
+
+
+class FrozenBatchNorm2d(_StaysInEval, nn.BatchNorm2d):
+    pass
+
+
+class FrozenBatchNorm3d(_StaysInEval, nn.BatchNorm3d):
+    pass
+
+
+FROZEN_BATCHNORM = {nn.BatchNorm1d: FrozenBatchNorm1d, nn.BatchNorm2d: FrozenBatchNorm2d,
+                    nn.BatchNorm3d: FrozenBatchNorm3d}
