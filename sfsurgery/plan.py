@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .context import Lineage, OpContext, lineage_entry
+from .deploy import check_channels, check_labels
 from .errors import Location, OpError, RecipeError, SurgeryError, SurgeryWarning, TraceError
 from .recipe import InputSpec
 from .resolve import Recipe, ResolvedOp
@@ -126,7 +127,9 @@ def plan_on_meta(recipe: Recipe, *, check: bool = True, keep_base: bool = False)
     except OpError as exc:
         raise TraceError(exc.detail, exc.hint, where=exc.where) from exc
     _bounded(plan.model, "the model after the ops")
+    check_channels(recipe.preprocess, plan.input.channels)
     if check:
+        check_labels(recipe.labels, plan.trace.outputs)
         plan.trace.warnings = plan.warnings
         for message in plan.warnings:
             warnings.warn(message, SurgeryWarning, stacklevel=3)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -17,9 +18,10 @@ import pydantic
 import yaml
 
 from .base import ResolvedBase, resolve_base
+from .deploy import read_labels, resolve_preprocess
 from .errors import Location, OpError, RecipeError
 from .plugins import Registry
-from .recipe import InputSpec, RecipeDocument, apply_overrides, format_validation_error, read_recipe_file
+from .recipe import InputSpec, Preprocess, RecipeDocument, apply_overrides, format_validation_error, read_recipe_file
 from .recipe.schema import Expect, SaveConfig
 from .registrars import FormatSpec, OpSpec, Provider
 
@@ -69,6 +71,7 @@ class Recipe:
         root: the folder its relative paths resolve against.
         base: the resolved base. input: the initial clip (base defaults + ``input:``).
         ops: the resolved ops. weights: the checkpoint or model-zoo file, or None (random).
+        preprocess: how decoded frames become the input. labels: class names, or None.
     """
 
     document: RecipeDocument
@@ -77,6 +80,8 @@ class Recipe:
     input: InputSpec
     ops: tuple[ResolvedOp, ...]
     weights: WeightsSource | None
+    preprocess: Preprocess
+    labels: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -194,9 +199,10 @@ def resolve(document: RecipeDocument, root: Path, registry: Registry) -> Recipe:
     except pydantic.ValidationError as exc:
         raise RecipeError(format_validation_error(exc, InputSpec, prefix="input"),
                           hint="set every input field the base leaves invalid") from None
-    recipe = Recipe(document, root, base, clip, ops, None)
-    weights = _resolve_weights(recipe, registry)
-    return Recipe(document, root, base, clip, ops, weights)
+    preprocess = resolve_preprocess(base.preprocess, document.preprocess, clip, "size" in given)
+    labels = read_labels(document.save.labels, root)
+    recipe = Recipe(document, root, base, clip, ops, None, preprocess, labels)
+    return dataclasses.replace(recipe, weights=_resolve_weights(recipe, registry))
 
 
 def _resolve_op(index: int, name: str, raw: dict[str, Any], registry: Registry, base: ResolvedBase) -> ResolvedOp:

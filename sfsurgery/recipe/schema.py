@@ -124,6 +124,18 @@ class SaveConfig(_Document):
     path: str | None = Field(None, description="relative to the recipe; default out/<name>.safetensors",
                              max_length=4096)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    labels: list[Annotated[str, Field(max_length=500)]] | Annotated[str, Field(max_length=4096)] | None = Field(
+        None, max_length=100_000,
+        description="class names, one per output class: a list, or a text file (one per line, relative to the recipe)")
+
+
+class PreprocessConfig(_Document):
+    """The ``preprocess:`` section; unset fields come from the base (the model zoo's values)."""
+
+    sampling_rate: Dim | None = Field(None, description="a clip spans frames x sampling_rate source frames")
+    side: Dim | None = Field(None, description="short side scaled to this, then center crop to input.size")
+    mean: list[float] | None = Field(None, min_length=1, max_length=16)
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1, max_length=16)
 
 
 class RecipeDocument(_Document):
@@ -134,6 +146,7 @@ class RecipeDocument(_Document):
     seed: int = Field(0, ge=0, lt=2**63, description="every newly initialised tensor comes from this seed")
     base: BaseConfig
     input: InputConfig = InputConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
     ops: list[OpCall] = Field([], max_length=1000)
     expect: Expect = Expect()
     save: SaveConfig = SaveConfig()
@@ -147,4 +160,4 @@ class RecipeDocument(_Document):
 
 
 __all__ = ["DTYPES", "MAX_DIM", "RECIPE_VERSION", "BaseConfig", "Expect", "InputConfig", "InputSpec", "OpCall",
-           "Preprocess", "RecipeDocument", "SaveConfig", "PositiveInt"]
+           "Preprocess", "PreprocessConfig", "RecipeDocument", "SaveConfig", "PositiveInt"]
