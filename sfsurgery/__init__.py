@@ -11,6 +11,8 @@ Heavy modules load on first use, so ``import sfsurgery`` and ``sfsurgery --help`
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -28,14 +30,14 @@ _LAZY = {
     "CheckpointError": "errors", "PluginError": "errors", "FileFormatError": "errors",
     "OpError": "errors", "VideoError": "errors", "OutputError": "errors", "OutputExistsError": "errors",
     "pack_pathways": "video", "predict": "predict", "SurgeryWarning": "errors",
-    "param_groups": "builtin.ops.training",
+    "param_groups": "training",
     "inspect_file": "inspection", "recipe_schema": "schema",
+    "export": "export",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
-    from .builtin.ops.training import param_groups
     from .context import BaseInfo, OpContext
     from .errors import (
         CheckpointError,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         TraceError,
         VideoError,
     )
+    from .export import export
     from .inspection import inspect_file
     from .pipeline import Result, apply, load, validate
     from .plugins import Registry, get_plugin_manager, register_op
@@ -59,6 +62,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from .registrars import BaseRegistrar, FormatRegistrar, OpRegistrar
     from .resolve import Recipe, load_recipe
     from .schema import recipe_schema
+    from .training import param_groups
     from .video import pack_pathways
 
 
@@ -66,3 +70,18 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'sfsurgery' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """``sfsurgery.predict`` and ``sfsurgery.export`` stay the functions.
+
+    Importing a submodule sets it as an attribute of its package, so ``from sfsurgery.export import ...``
+    anywhere would otherwise turn ``sfsurgery.export(...)`` into a call of a module.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (isinstance(value, types.ModuleType) and _LAZY.get(name) == name):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,17 +1,14 @@
-"""Safe checkpoint loading, strict/matching loads, the hub cache (formats: sfsurgery.builtin.formats).
+"""Checkpoints: strict/matching loads, the hub cache; files are read by sfsurgery.builtin.formats.
 
-Nothing here unpickles code: torch files load with ``weights_only=True`` (numpy scalars
-and dtypes allow-listed, as the model zoo's ``epoch`` is an ``np.int64``), safetensors
-files hold tensors only.
+Nothing unpickles code: torch files load with ``weights_only=True`` (numpy scalars and dtypes
+allow-listed, as the model zoo's ``epoch`` is an ``np.int64``), safetensors files hold tensors
+only; tensors are checked against the model (shape, kind of dtype, dense and real) before any op runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import re
-import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import numpy as np
 import torch
 from torch import nn
 
+from .builtin.formats import check_converted, read_checkpoint
 from .errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -31,69 +28,6 @@ if TYPE_CHECKING:
 
 OFFLINE_ENV = "SFSURGERY_OFFLINE"
 _LIST_FIRST = 5
-
-
-def _numpy_safe_globals() -> list:
-    from numpy._core.multiarray import scalar
-
-    dtypes = {type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64,
-                                          np.uint8, np.float16, np.float32, np.float64)}
-    # numpy 1.x pickles name the same function numpy.core.multiarray.scalar
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
-
-
-def read_checkpoint(path: Path) -> Any:
-    """Load a weights file without running code.
-
-    Args:
-        path: a ``.safetensors`` file or a torch file (``.pyth``, ``.pth``, ``.pt``, ...).
-
-    Returns:
-        The safetensors tensors as a dict, or whatever the weights-only unpickler built.
-    """
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}",
-                              hint="base.checkpoint is relative to the recipe's folder")
-    suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        raise CheckpointError(f"{path.name}: .pkl files are Caffe2/Detectron pickles, which sfsurgery does not "
-                              "load (unpickling them could run code)",
-                              hint="convert it once in PySlowFast and save a .pyth checkpoint")
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as exc:
-            raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from None
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        try:
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:
-                if "mmap" not in str(exc):
-                    raise
-                # legacy (pre-zip, torch < 1.6) files cannot be memory-mapped
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            if not found:
-                raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({exc})") from None
-            name = found.group(1)
-            raise CheckpointError(
-                f"{path.name} refers to {name}, which a weights-only load refuses because "
-                "unpickling it could run code; nothing was executed",
-                hint=f"if you trust the file, convert it once: {_conversion_command(path)}",
-            ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path.name}: not a readable torch checkpoint ({exc})") from None
-
-
-def _conversion_command(path: Path) -> str:
-    """A shell-safe one-liner that turns a trusted pickle checkpoint into safetensors."""
-    code = ("import torch; from safetensors.torch import save_file; "
-            f"save_file(torch.load({path.name!r}, weights_only=False)['model_state'], 'weights.safetensors')")
-    return f"python -c {shlex.quote(code)}"
 
 
 def read_weights(source: WeightsSource, base_model: nn.Module | None = None,
@@ -120,6 +54,7 @@ def read_weights(source: WeightsSource, base_model: nn.Module | None = None,
     if "model_input" in source.format.wants:
         extra["model_input"] = base_input.model_dump() if base_input is not None else {}
     state = source.format.convert(checkpoint, str(path), **extra)
+    check_converted(state, path.name, f"checkpoint format {source.format.name}", source.format.provider)
     notes = []
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -151,7 +86,8 @@ def sha256_in_background(path: Path) -> Callable[[], str]:
     def wait() -> str:
         thread.join()
         if "error" in result:
-            raise CheckpointError(f"cannot read {path.name}: {result['error']}")
+            raise CheckpointError(f"cannot read {path.name}: {result['error']}",
+                                  hint="check that the checkpoint file is readable")
         return result["digest"]
 
     return wait
@@ -183,6 +119,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)  # right name and shape, but no data or the wrong kind
 
     @property
     def coverage(self) -> float:
@@ -202,10 +139,31 @@ def compare(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
     expected = model.state_dict()
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    unusable = [f"{k} ({why})" for k, v in expected.items()
+                if k in state and state[k].shape == v.shape and (why := _unusable(state[k], v))]
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    return LoadReport(len(expected) - len(missing) - len(mismatched), len(expected),
-                      missing, unexpected, mismatched)
+    return LoadReport(len(expected) - len(missing) - len(mismatched) - len(unusable), len(expected),
+                      missing, unexpected, mismatched, unusable)
+
+
+def _unusable(tensor: torch.Tensor, wanted: torch.Tensor) -> str | None:
+    """Why ``tensor`` cannot stand in for ``wanted`` (None when a cast does it): checked before any surgery."""
+    if tensor.is_meta:
+        return "meta tensor, no data"
+    if tensor.is_quantized:
+        return f"quantized {tensor.dtype}"
+    if tensor.layout != torch.strided or tensor.is_nested:
+        return f"{str(tensor.layout).removeprefix('torch.')} layout, not dense"
+    if _kind(tensor.dtype) != _kind(wanted.dtype):
+        return f"{tensor.dtype}, the model holds {wanted.dtype}"
+    return None
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    return "complex" if dtype.is_complex else "floating point" if dtype.is_floating_point else "integer"
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mode: str, seed: int,
@@ -215,21 +173,51 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mode: str, se
     ``strict``: every key and shape must match; nothing is randomly initialised.
     ``matching``: tensors whose name and shape match are loaded; modules left uncovered are
     materialised and initialised with pytorchvideo's own init under ``seed``.
+    Either way, a tensor under a right name that holds no usable data (meta, sparse, quantized,
+    or integers where the model holds floats) is refused: the checkpoint is broken, not partial.
     """
     report = compare(model, state)
     problems = [_listing(label, items) for label, items in
                 (("missing", report.missing), ("unexpected", report.unexpected),
-                 ("shape mismatches", report.mismatched)) if items]
+                 ("shape mismatches", report.mismatched), ("unusable tensors", report.unusable)) if items]
+    if report.unusable:
+        raise CheckpointError(f"{source} does not fit the base: " + "; ".join(problems),
+                              hint="save the checkpoint again with dense tensors that hold data: floating point "
+                                   "for weights, integers for counters such as num_batches_tracked")
     if mode == "strict" and problems:
         raise CheckpointError(f"{source} does not fit the base: " + "; ".join(problems),
                               hint="check the base arguments, or use load: matching to load what fits")
     expected = model.state_dict()
     usable = {k: _as_dtype(v, expected[k].dtype) for k, v in state.items()
               if k in expected and v.shape == expected[k].shape}
+    for _, name in shared_tensors(usable):  # the base holds separate tensors; assign=True would tie them
+        usable[name] = usable[name].clone()
     if mode == "matching":
         _init_uncovered(model, set(usable), seed)
     model.load_state_dict(usable, strict=(mode == "strict"), assign=True)
     return report
+
+
+def shared_tensors(tensors: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
+    """Pairs of names whose tensors overlap in memory (tied weights), the first name of each pair first."""
+    spans: dict[tuple, list[tuple[int, int, str]]] = {}
+    for name, t in tensors.items():
+        if t.is_meta or t.layout != torch.strided or not t.numel():
+            continue
+        size = t.element_size()
+        start = t.storage_offset() * size
+        end = start + (1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))) * size
+        spans.setdefault((t.device, t.untyped_storage().data_ptr()), []).append((start, end, name))
+    pairs = []
+    for group in spans.values():
+        group.sort()
+        reach, owner = -1, ""
+        for start, end, name in group:
+            if start < reach:
+                pairs.append((owner, name))
+            if end > reach:
+                reach, owner = end, name
+    return pairs
 
 
 def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

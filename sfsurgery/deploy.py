@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import Location, RecipeError
 from .recipe import InputSpec, Preprocess
-from .recipe.schema import PreprocessConfig
+from .recipe.schema import MAX_DIM, PreprocessConfig
 
 MAX_LABEL_BYTES = 4 << 20
 #: The model zoo's ratio of short side to crop (256 / 224), used when the crop changes without ``side``.
@@ -28,8 +28,12 @@ def resolve_preprocess(default: Preprocess, config: PreprocessConfig, clip: Inpu
     given = config.model_dump(exclude_none=True)
     crop = max(clip.size)
     if size_changed and "side" not in given:
-        given["side"] = round(crop * SIDE_PER_CROP)
-    merged = Preprocess(**{**default.model_dump(), **given})
+        given["side"] = min(MAX_DIM, round(crop * SIDE_PER_CROP))
+    try:
+        merged = Preprocess(**{**default.model_dump(), **given})
+    except ValueError as exc:  # the base's own values can be off (a plugin's)
+        raise RecipeError(f"preprocess is not valid: {str(exc).splitlines()[-1][:200]}",
+                          hint="set preprocess: in the recipe", where=Location(field="preprocess")) from None
     if merged.side < crop:
         raise RecipeError(f"side {merged.side} is smaller than the {crop}-pixel crop (input.size {list(clip.size)})",
                           hint=f"use side >= {crop}, e.g. {round(crop * SIDE_PER_CROP)}",
@@ -40,10 +44,14 @@ def resolve_preprocess(default: Preprocess, config: PreprocessConfig, clip: Inpu
     return merged
 
 
-def check_channels(preprocess: Preprocess, channels: int) -> None:
-    """mean/std give one value per channel, one for all, or RGB values for a gray model (averaged)."""
+def check_channels(preprocess: Preprocess, channels: int, given: bool) -> None:
+    """mean/std the recipe gives: one value per channel, one for all, or RGB values for a gray model.
+
+    The base's defaults are RGB values; a model adapted to other channels (RGB-D) keeps them until
+    the recipe says otherwise (``transform`` then refuses to normalise such clips).
+    """
     count = len(preprocess.mean)
-    if count not in (1, channels) and not (channels == 1 and count == 3):
+    if given and count not in (1, channels) and not (channels == 1 and count == 3):
         raise RecipeError(f"preprocess has {count} mean/std values but the model takes {channels} channels",
                           hint=f"give {channels} values (or one for all)", where=Location(field="preprocess.mean"))
 

@@ -124,3 +124,13 @@ class OpError(SurgeryError):
     """
 
     exit_code = 1
+
+
+class ExportError(SurgeryError):
+    """An export that cannot be asked for: an unknown format, a bad batch, the extra not installed."""
+
+
+class ExportFailedError(SurgeryError):
+    """The exporter failed, or the exported program does not run or does not agree with the eager model."""
+
+    exit_code = 1

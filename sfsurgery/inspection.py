@@ -1,4 +1,4 @@
-"""``sfsurgery inspect``: what a saved file holds, without building the model."""
+"""``sfsurgery inspect``: what a saved file holds, without reading its tensors."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .file.reader import read_metadata, verify_data
+from .file.reader import read_file_header
+from .file.rebuild import rebuild_on_meta
 from .plugins import Registry
 
 
-def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[str, Any]:
+def inspect_file(path: str | Path, *, registry: Registry | None = None, verify: bool = True) -> dict[str, Any]:
     """Summarise an sfsurgery file: recipe, shapes, parameters, dtypes, source, lineage.
+
+    It reads the file as :func:`sfsurgery.load` does (same reader, same checks, the model rebuilt
+    on the meta device), so it refuses exactly the files ``load`` refuses.
 
     Args:
         path: a file written by ``sfsurgery apply``.
         registry: used to check that every op's plugin is installed (``load`` needs them).
+        verify: check the header and tensor data against their digests (as ``load`` does).
 
     Returns:
         A JSON-ready dict. Raises FileFormatError for files ``load`` would refuse.
@@ -25,34 +30,26 @@ def inspect_file(path: str | Path, *, registry: Registry | None = None) -> dict[
         >>> inspect_file("out/custom_head.safetensors")["output_shape"]
         [1, 1000]
     """
-    from safetensors import safe_open
-
-    from .file.metadata import read_field, recipe_from_metadata
-
+    header = read_file_header(path, verify=verify)
+    recipe = rebuild_on_meta(header, registry or Registry()).recipe
+    recorded = header.recorded
+    dtypes = Counter(entry.dtype for entry in header.tensors.values())
     path = Path(path)
-    metadata = read_metadata(path)
-    recipe = recipe_from_metadata(metadata, path.name, registry or Registry())
-    meta = {key: read_field(metadata, f"sfsurgery.{key}", path.name, required=False)
-            for key in ("input", "source", "lineage", "params", "versions")}
-    output_shape = read_field(metadata, "sfsurgery.output_shape", path.name, kind=list)
-    verified = verify_data(path, metadata)
-    dtypes: Counter[str] = Counter()
-    values = 0
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
-        for key in keys:
-            tensor = f.get_slice(key)
-            dtypes[str(tensor.get_dtype())] += 1
-            values += math.prod(tensor.get_shape())
-    lineage = [entry for entry in meta["lineage"].get("ops") or [] if isinstance(entry, dict)]
     return {
-        "file": str(path), "bytes": path.stat().st_size, "format": int(metadata["sfsurgery.format"]),
+        "file": str(path), "bytes": path.stat().st_size, "format": header.format,
         "recipe": {"name": recipe.name, "seed": recipe.seed, **recipe.to_dict()},
         "ops": [op.name for op in recipe.ops],
-        "input": meta["input"], "output_shape": output_shape, "params": meta["params"],
-        "tensors": len(keys), "values": values, "dtypes": dict(sorted(dtypes.items())),
-        "source": meta["source"],
-        "lineage": [{"op": e.get("op"), **{k: len(e.get(k) or []) for k in ("added", "removed", "transformed")},
-                     "notes": e.get("notes") or []} for e in lineage],
-        "versions": meta["versions"], "data_verified": bool(verified),
+        "input": recorded.input.model_dump(mode="json"), "output_shape": recorded.output_shape,
+        "params": recorded.params.model_dump(),
+        "tensors": len(header.tensors), "values": sum(math.prod(e.shape) for e in header.tensors.values()),
+        "dtypes": dict(sorted(dtypes.items())),
+        "source": recorded.source.model_dump(mode="json", exclude_none=True),
+        "lineage": [{"op": e.op, "added": len(e.added), "removed": len(e.removed), "transformed": len(e.transformed),
+                     "notes": e.notes} for e in recorded.lineage.ops],
+        "versions": recorded.versions.model_dump(),
+        "data_verified": header.verified, "header_verified": header.verified and header.format >= 2,
+        "warnings": list(header.warnings),
+        "labels": recorded.labels,
+        "preprocess": recorded.preprocess.model_dump(mode="json") if recorded.preprocess else None,
+        "training": recorded.training.model_dump(mode="json") if recorded.training else None,
     }

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import LoadReport, load_weights, pretrained_path, read_weights, sha256_in_background
-from .errors import FileFormatError
+from .checkpoints import LoadReport, load_weights, pretrained_path, read_weights, sha256_in_background, shared_tensors
+from .errors import OpError, SurgeryWarning
 from .execute import execute
-from .file.dtypes import as_torch_dtype, cast_floats
-from .file.metadata import build_metadata, recipe_from_metadata
-from .file.reader import read_metadata, verify_data
-from .file.writer import write_safetensors
+from .file.dtypes import as_torch_dtype
+from .file.metadata import build_metadata
+from .file.reader import read_file_header
+from .file.rebuild import load_model
+from .file.writer import checked_output, write_safetensors
 from .plan import Plan, plan_on_meta
 from .plugins import Registry
 from .resolve import Recipe, load_recipe
 from .trace import Trace
+from .training import training_summary
 
 RANDOM_WARNING = ("backbone weights are random (no checkpoint, pretrained: false): fine to try the "
                   "pipeline, not to fine-tune; set base.pretrained: true for the model-zoo weights")
@@ -62,7 +65,7 @@ class Result:
 
     def save(self, path: str | Path | None = None, *, force: bool = False) -> Path:
         """Write the model and its metadata to ``path`` (default: ``save.path``)."""
-        target = Path(path) if path else self.recipe.output_path()
+        target = checked_output(path, self.recipe.output_path, force=force)  # before any tensor is touched
         return write_safetensors(target, self.model.state_dict(), self.metadata,
                                  dtype=as_torch_dtype(self.recipe.save.dtype), force=force)
 
@@ -100,9 +103,21 @@ def apply(recipe: RecipeSource, *, registry: Registry | None = None, plugins: It
             del state
             source = {"weights": weights.kind, "file": path.name, "sha256": (digest or sha256_in_background(path))()}
         model = execute(plan, model)
+    _refuse_tied(model)
     model = protect_inputs(model.eval())
     report = _report(recipe, plan, model, {"base": recipe.base.describe, **source}, coverage, notes)
     return Result(model, plan.trace, report, recipe, build_metadata(recipe, plan, report))
+
+
+def _refuse_tied(model: nn.Module) -> None:
+    """The file stores each name as its own tensor, so weights an op tied would come back untied."""
+    tied = shared_tensors(model.state_dict(keep_vars=True))
+    if tied:
+        more = f" (+{len(tied) - 3} more)" if len(tied) > 3 else ""
+        raise OpError("the ops leave tensors that share memory under two names: "
+                      + ", ".join(f"{a} and {b}" for a, b in tied[:3]) + more,
+                      hint="the file would store and load them as separate tensors (untied); give each name its "
+                           "own tensor in the op that ties them (e.g. nn.Parameter(w.detach().clone()))")
 
 
 def _params(model: nn.Module) -> dict[str, int]:
@@ -112,14 +127,17 @@ def _params(model: nn.Module) -> dict[str, int]:
 
 def _report(recipe: Recipe, plan: Plan, model: nn.Module, source: dict, coverage: LoadReport | None,
             notes: list[str]) -> dict[str, Any]:
-    warnings = [] if coverage is not None else [RANDOM_WARNING]
+    found = [] if coverage is not None else [RANDOM_WARNING]
     if coverage is not None and recipe.weights.mode == "matching" and coverage.coverage < 1:
-        warnings.append(f"loaded {coverage.loaded}/{coverage.total} tensors ({coverage.coverage:.1%}); the rest "
-                        f"are initialised from seed {recipe.seed}")
+        found.append(f"loaded {coverage.loaded}/{coverage.total} tensors ({coverage.coverage:.1%}); the rest "
+                     f"are initialised from seed {recipe.seed}")
+    for message in found:  # the ops' own warnings were issued while planning
+        warnings.warn(message, SurgeryWarning, stacklevel=3)
     return {"name": recipe.name, "source": source, "load": coverage.as_dict() if coverage else None,
             "notes": notes, "input": plan.input.model_dump(mode="json"),
             "output": plan.trace.as_dict()["output"], "lineage": plan.lineage,
-            "params": _params(model), "warnings": warnings}
+            "params": _params(model), "training": training_summary(model, recipe.base.stages),
+            "warnings": plan.warnings + found}
 
 
 def protect_inputs(model: nn.Module) -> nn.Module:
@@ -142,28 +160,20 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
         path: a file written by ``sfsurgery apply`` / ``Result.save``.
         device: where the tensors go (``"cuda"`` loads straight onto the GPU).
         dtype: cast floating tensors on load (``torch.bfloat16`` or ``"bfloat16"``).
-        verify: check the tensor data against the sha256 recorded in the file.
+        verify: check the header and the tensor data against the sha256 digests recorded in the file;
+            ``False`` reads a file without (valid) digests, for files you trust.
         registry / plugins: where the recorded ops and base come from.
 
     Returns:
         The model in eval mode; it does not mutate the list you call it with.
 
+    Raises:
+        FileFormatError: the file is not one sfsurgery can rebuild (the same files ``inspect`` refuses).
+
     Example:
         >>> model = sfsurgery.load("out/custom_head.safetensors", device="cuda")
     """
-    from safetensors.torch import load_file
-
     dtype = as_torch_dtype(dtype)  # a bad name fails before any work
-    metadata = read_metadata(path)
-    recipe = recipe_from_metadata(metadata, Path(path).name, registry if registry is not None else Registry(plugins))
-    if verify:
-        verify_data(path, metadata)
-    model = plan_on_meta(recipe, check=False).model
-    state = {k: cast_floats(v, dtype) for k, v in load_file(str(path), device=str(device)).items()}
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise FileFormatError(f"{Path(path).name}: tensors do not fit the recorded recipe: "
-                              f"{str(exc).splitlines()[0][:300]}", hint="write the file again with sfsurgery apply") \
-            from None
+    header = read_file_header(path, verify=verify)
+    model = load_model(header, device, dtype, registry if registry is not None else Registry(plugins))
     return protect_inputs(model.eval())

@@ -127,7 +127,7 @@ def plan_on_meta(recipe: Recipe, *, check: bool = True, keep_base: bool = False)
     except OpError as exc:
         raise TraceError(exc.detail, exc.hint, where=exc.where) from exc
     _bounded(plan.model, "the model after the ops")
-    check_channels(recipe.preprocess, plan.input.channels)
+    check_channels(recipe.preprocess, plan.input.channels, recipe.document.preprocess.mean is not None)
     if check:
         check_labels(recipe.labels, plan.trace.outputs)
         plan.trace.warnings = plan.warnings

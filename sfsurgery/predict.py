@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +12,51 @@ from torch import nn
 from .errors import FileFormatError, SurgeryError, VideoError
 from .video import decode_clip, pack_pathways, preprocess
 
+#: predict decodes and preprocesses in memory: refuse clips that would not fit, before decoding.
+MAX_FRAMES = 10_000
+MAX_CLIP_BYTES = 16 << 30
+
 
 def clip_spec(file: str | Path) -> dict[str, Any]:
     """The clip a saved model takes: its ``sfsurgery.input`` metadata (channels, frames, alpha, size)."""
-    from .file.metadata import read_field
-    from .file.reader import read_metadata
+    from .file.reader import read_file_header
 
-    name = Path(file).name
-    spec = read_field(read_metadata(file), "sfsurgery.input", name)
+    return _clip_spec(read_file_header(file).recorded.input)
+
+
+def _clip_spec(spec: Any) -> dict[str, Any]:
+    clip = {"channels": spec.channels, "frames": spec.frames, "alpha": spec.alpha, "size": tuple(spec.size)}
+    _check_clip_fits(clip, None)
+    return clip
+
+
+def _check_clip_fits(clip: dict[str, Any], video: Path | None) -> None:
+    """Bound the memory predict needs by the model's clip and the video's frame size."""
+    c, t, (h, w) = clip["channels"], clip["frames"], clip["size"]
+    need = c * t * h * w * 4  # the normalised clip
+    hw = _frame_size(video) if video is not None else None
+    if hw is not None:  # decoded uint8 frames, their float copy, then scaled to cover the crop
+        aspect = max(hw) / min(hw)
+        need += t * hw[0] * hw[1] * (3 + 3 * 4) + math.ceil(t * 3 * 4 * h * w * aspect)
+    if t > MAX_FRAMES or need > MAX_CLIP_BYTES:
+        source = f" from {video.name}'s {hw[1]}x{hw[0]} frames" if hw is not None else ""
+        raise VideoError(f"the model's clip ({c}x{t}x{h}x{w}) needs about {need / 2**30:.1f} GiB to build{source}; "
+                         f"predict builds clips of up to {MAX_FRAMES} frames and {MAX_CLIP_BYTES >> 30} GiB",
+                         hint="run the model on clips you prepare yourself (sfsurgery.load + pack_pathways)")
+
+
+def _frame_size(video: Path) -> tuple[int, int] | None:
+    """(height, width) of the first video stream, from the container alone; None if unknown."""
+    import av
+
+    if not video.is_file():
+        return None  # decode_clip says what is wrong with it
     try:
-        return {"channels": int(spec["channels"]), "frames": int(spec["frames"]),
-                "alpha": None if spec.get("alpha") is None else int(spec["alpha"]),
-                "size": tuple(int(s) for s in spec["size"])}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FileFormatError(f"{name}: damaged metadata (sfsurgery.input: {exc})",
-                              hint="write the file again with sfsurgery apply") from None
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            return (stream.height, stream.width) if stream is not None and stream.height and stream.width else None
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return None
 
 
 def head_activation(model: nn.Module) -> nn.Module | None:
@@ -77,16 +108,24 @@ def predict(file: str | Path, video: str | Path, topk: int = 5, device: str | to
         softmax probabilities, or the head's own outputs when its last block has an activation.
 
     Raises:
-        FileFormatError: not an sfsurgery file. VideoError: the video cannot be decoded.
+        FileFormatError: not an sfsurgery file. VideoError: the video cannot be decoded, or the clip
+        would not fit in memory (checked before decoding).
     """
     if topk < 1:
         raise SurgeryError(f"topk must be at least 1, not {topk}")
-    from .pipeline import load
+    from .file.reader import read_file_header
+    from .file.rebuild import load_model, rebuild_on_meta
+    from .pipeline import protect_inputs
+    from .plugins import Registry
 
-    spec = clip_spec(file)
+    header = read_file_header(file)  # read and verified once, for the clip and the model
+    spec = _clip_spec(header.recorded.input)
     dev = _device(device)
-    frames = decode_clip(video, spec["frames"])  # a bad video fails before the model loads
-    model = load(file, device=dev)
+    registry = Registry()
+    plan = rebuild_on_meta(header, registry)  # on meta: the recorded input is the model's, checked
+    _check_clip_fits(spec, Path(video))
+    frames = decode_clip(video, spec["frames"])  # a bad video fails before the tensors load
+    model = protect_inputs(load_model(header, dev, None, registry, plan).eval())
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     clip = preprocess(frames, spec["size"], channels=spec["channels"]).to(dev, dtype)[None]
     inputs = clip if spec["alpha"] is None else pack_pathways(clip, spec["alpha"])

@@ -108,7 +108,10 @@ class Recipe:
         return [p for p in found if p is not None]
 
     def resolve_path(self, path: str) -> Path:
-        return (self.root / path).resolve()
+        try:
+            return (self.root / path).resolve()
+        except (OSError, ValueError, RuntimeError):  # NUL byte, symlink loop: the reader refuses it with a message
+            return Path(os.path.abspath(self.root / path))
 
     def output_path(self) -> Path:
         """``save.path`` (relative to the recipe), else ``out/<name>.safetensors`` (relative to the cwd)."""

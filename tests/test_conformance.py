@@ -15,6 +15,8 @@ EXAMPLE_PARAMS: dict[str, dict] = {
     "replace_head": {"num_classes": 7, "hidden": [16], "activation": "softmax"},
     "adapt_stem": {"in_channels": 4, "mode": "zero"},
     "truncate": {"after": "blocks.4", "pool": True},
+    "freeze": {"stages": 1},
+    "lr_mult": {"rules": [{"pattern": "blocks.6.*", "mult": 10.0}]},
 }
 
 OPS = sorted(Registry().ops)

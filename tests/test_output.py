@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 import sfsurgery
 from sfsurgery.cli import main
 from sfsurgery.errors import FileFormatError
+from sfsurgery.file.header import seal
 
 OPS = [{"op": "swap_pool"}, {"op": "replace_head", "num_classes": 6, "hidden": [32]}]
 SMALL = {"size": [96, 96], "frames": 16}
@@ -138,7 +139,8 @@ def _bad_files(saved, folder):
     def with_metadata(**changes: str) -> bytes:
         edited = json.dumps({**header, "__metadata__": {**header["__metadata__"], **changes}}).encode()
         edited += b" " * (-len(edited) % 8)
-        return struct.pack("<Q", len(edited)) + edited + data[8 + header_len:]
+        # sealed again, so the checks behind the header digest are what refuses these
+        return seal(struct.pack("<Q", len(edited)) + edited) + data[8 + header_len:]
 
     recipe = json.loads(header["__metadata__"]["sfsurgery.recipe"])
     files["newer format"] = with_metadata(**{"sfsurgery.format": "9"})
@@ -173,7 +175,7 @@ class _named:
 MESSAGES = {"truncated": "not a readable safetensors file", "corrupted": "is corrupted",
             "garbage header": "not a readable safetensors file", "newer format": "file format 9",
             "missing plugin": "needs op 'tsm_shift'", "no metadata": "has no sfsurgery metadata",
-            "damaged format": "damaged metadata", "damaged recipe": "sfsurgery.recipe is not a JSON dict",
+            "damaged format": "damaged metadata", "damaged recipe": "sfsurgery.recipe is not valid JSON",
             "recipe not an object": "sfsurgery.recipe is not a JSON dict",
             "invalid recipe": "recorded recipe is not valid here: seed"}
 

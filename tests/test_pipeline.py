@@ -137,7 +137,7 @@ def test_file_metadata_is_plain_json_and_rebuilds(tmp_path, r18, r18_checkpoint,
     path = result.save(tmp_path / "m.safetensors")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    assert meta["format"] == "pt" and meta["sfsurgery.format"] == "1"
+    assert meta["format"] == "pt" and meta["sfsurgery.format"] == "2"  # the file format (format 2: header digest)
     recipe = json.loads(meta["sfsurgery.recipe"])
     assert recipe["base"] == {"create_slowfast": {"model_depth": 18}} and "checkpoint" not in json.dumps(recipe)
     assert recipe["ops"] == [{"op": "replace_head", "num_classes": 5, "dropout": 0.5, "activation": None,

@@ -1,8 +1,7 @@
-"""What sfsurgery writes into a file's ``__metadata__``, and reading it back.
+"""What sfsurgery writes into a file's ``__metadata__``, and the recipe it rebuilds from.
 
 safetensors metadata is str -> str, so every value is canonical JSON (sorted keys, no
-whitespace: identical inputs give identical bytes). Reading trusts nothing: missing or damaged
-metadata is a FileFormatError, never a traceback.
+whitespace: identical inputs give identical bytes). :mod:`.header` parses it back, typed.
 """
 
 from __future__ import annotations
@@ -12,16 +11,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..errors import FileFormatError, OpError, RecipeError
+from ..errors import FileFormatError, SurgeryError
 from ..recipe import RECIPE_VERSION
+from .header import FILE_FORMAT, Recorded
 
 if TYPE_CHECKING:
     from ..plan import Plan
     from ..plugins import Registry
     from ..resolve import Recipe
-
-#: The file format's own version (the recipe's ``sfsurgery: 1`` is versioned separately).
-FILE_FORMAT = 1
+    from .reader import FileHeader
 
 
 def canonical_json(value: Any) -> str:
@@ -68,69 +66,39 @@ def build_metadata(recipe: Recipe, plan: Plan, report: dict[str, Any]) -> dict[s
         "sfsurgery.lineage": canonical_json({"source": report["source"], "ops": plan.lineage}),
         "sfsurgery.params": canonical_json(report["params"]),
         "sfsurgery.versions": canonical_json(_versions(recipe)),
+        "sfsurgery.preprocess": canonical_json(recipe.preprocess.model_dump(mode="json")),
+        "sfsurgery.training": canonical_json(report["training"]),
+        **({"sfsurgery.labels": canonical_json(list(recipe.labels))} if recipe.labels is not None else {}),
     }
 
 
-def read_field(metadata: dict[str, str], key: str, name: str, *, required: bool = True, kind: type = dict) -> Any:
-    """One JSON value (a ``kind``) from a file's metadata, once it is known to be an sfsurgery file."""
-    if "sfsurgery.format" not in metadata or "sfsurgery.recipe" not in metadata:
-        raise FileFormatError(f"{name} has no sfsurgery metadata",
-                              hint="only files written by sfsurgery apply can be rebuilt")
-    version = metadata["sfsurgery.format"]
-    if not (version.isascii() and version.isdecimal()) or len(version) > 6:
-        raise FileFormatError(f"{name}: damaged metadata (sfsurgery.format is {version[:20]!r})",
-                              hint="write the file again with sfsurgery apply")
-    if int(version) > FILE_FORMAT:
-        raise FileFormatError(f"{name} uses sfsurgery file format {version}; this sfsurgery reads "
-                              f"format {FILE_FORMAT}", hint="upgrade sfsurgery")
-    if key not in metadata:
-        if required:
-            raise FileFormatError(f"{name}: metadata {key} is missing",
-                                  hint="write the file again with sfsurgery apply")
-        return kind()
-    try:
-        value = json.loads(metadata[key])
-    except (json.JSONDecodeError, RecursionError):
-        value = None
-    if not isinstance(value, kind):
-        raise FileFormatError(f"{name}: damaged metadata ({key} is not a JSON {kind.__name__})",
-                              hint="write the file again with sfsurgery apply")
-    return value
-
-
-def recipe_from_metadata(metadata: dict[str, str], name: str, registry: Registry) -> Recipe:
+def recipe_from_header(header: FileHeader, registry: Registry) -> Recipe:
     """The resolved recipe recorded in a file; every plugin it names must be installed."""
     from ..resolve import load_recipe
 
-    data = read_field(metadata, "sfsurgery.recipe", name)
-    base = data.get("base")
-    hub = base.get("hub") if isinstance(base, dict) else None
-    if isinstance(hub, str) and hub not in registry.bases:
-        versions = read_field(metadata, "sfsurgery.versions", name, required=False)
-        plugins = versions.get("plugins") if isinstance(versions.get("plugins"), dict) else {}
-        made_with = ", ".join(f"{d} {v}" for d, v in sorted(plugins.items(), key=str))
+    name, recorded = header.name, header.recorded
+    hub = recorded.recipe.base.hub
+    if hub is not None and hub not in registry.bases:
+        plugins = recorded.versions.plugins
+        made_with = ", ".join(f"{d} {v}" for d, v in sorted(plugins.items()))
         raise FileFormatError(f"{name} needs base {hub[:100]!r}, which no installed plugin provides"
                               + (f" (it was written with {made_with})" if made_with else ""),
                               hint="install that plugin")
-    calls = data.get("ops") if isinstance(data.get("ops"), list) else []
-    for call in calls:
-        op = call.get("op") if isinstance(call, dict) else None
-        if isinstance(op, str) and op not in registry.ops:
-            raise FileFormatError(f"{name} needs op {op[:100]!r}{_provider_of(metadata, op, name)}, "
+    for call in recorded.recipe.ops:
+        if call.op not in registry.ops:
+            raise FileFormatError(f"{name} needs op {call.op[:100]!r}{_provider_of(recorded, call.op)}, "
                                   "which no installed plugin provides", hint="install that plugin")
     try:
-        return load_recipe(data, registry=registry)
-    except (RecipeError, OpError) as exc:
+        return load_recipe(json.loads(header.metadata["sfsurgery.recipe"]), registry=registry)
+    except SurgeryError as exc:
         raise FileFormatError(f"{name}: the recorded recipe is not valid here: {exc.message}",
                               hint="was it written by another sfsurgery version?") from None
 
 
-def _provider_of(metadata: dict[str, str], op: str | None, name: str) -> str:
-    lineage = read_field(metadata, "sfsurgery.lineage", name, required=False)
-    entries = lineage.get("ops") if isinstance(lineage.get("ops"), list) else []
-    for entry in entries:
-        provider = entry.get("provider") if isinstance(entry, dict) else None
-        if isinstance(provider, dict) and entry.get("op") == op and isinstance(provider.get("plugin"), str):
-            made_by = f" ({provider['distribution']} {provider['version']})" if provider.get("distribution") else ""
-            return f" from plugin {provider['plugin']}{made_by}"
+def _provider_of(recorded: Recorded, op: str) -> str:
+    for entry in recorded.lineage.ops:
+        if entry.op == op and entry.provider is not None:
+            provider = entry.provider
+            made_by = f" ({provider.distribution} {provider.version})" if provider.distribution else ""
+            return f" from plugin {provider.plugin}{made_by}"
     return ""

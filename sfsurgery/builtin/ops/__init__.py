@@ -15,8 +15,8 @@ from .fuse import conv_bn_pairs, fuse_bn
 from .head import remove_head, replace_head
 from .pool import swap_pool
 from .stem import adapt_input_weight, adapt_stem, grayscale_stem
-from .training import freeze, param_groups, set_lr_mult
+from .training import freeze, set_lr_mult
 from .truncate import truncate
 
 __all__ = ["adapt_input_weight", "adapt_stem", "conv_bn_pairs", "freeze", "fuse_bn", "grayscale_stem",
-           "param_groups", "remove_head", "replace_head", "set_lr_mult", "swap_pool", "truncate"]
+           "remove_head", "replace_head", "set_lr_mult", "swap_pool", "truncate"]

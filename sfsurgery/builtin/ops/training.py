@@ -2,7 +2,7 @@
 
 Both are replayed by :func:`sfsurgery.load`, so ``load(f).train()`` has the same
 ``requires_grad`` flags, the same frozen BatchNorms and the same learning-rate rules
-(:func:`sfsurgery.param_groups`) as the model ``apply`` returned.
+(:func:`sfsurgery.param_groups`, in :mod:`sfsurgery.training`) as the model ``apply`` returned.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import OpError
 from ...hookspecs import hookimpl
+from ...training import LR_RULES_ATTR
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
     from ...context import OpContext
     from ...registrars import OpRegistrar
 
-#: The attribute of the model that holds the ``lr_mult`` rules (replayed on load).
-LR_RULES_ATTR = "sfsurgery_lr_rules"
 
 
 def stage_prefixes(stages: Sequence[str], count: int, base: str = "the model") -> list[str]:
@@ -74,30 +73,6 @@ def set_lr_mult(model: nn.Module, rules: Sequence[tuple[str, float]]) -> nn.Modu
     """Attach learning-rate rules (pattern, multiplier), first match wins; returns ``model``."""
     setattr(model, LR_RULES_ATTR, tuple((str(p), float(m)) for p, m in rules))
     return model
-
-
-def param_groups(model: nn.Module, lr: float, weight_decay: float | None = None) -> list[dict]:
-    """Optimizer parameter groups for a model from ``apply`` or ``load``.
-
-    Frozen parameters are left out; each ``lr_mult`` rule is its own group with ``lr × mult``
-    (first matching rule wins); the rest train at ``lr``. Each parameter is in exactly one group.
-
-    Example:
-        >>> optimizer = torch.optim.SGD(sfsurgery.param_groups(model, lr=0.01, weight_decay=1e-4), momentum=0.9)
-    """
-    rules = getattr(model, LR_RULES_ATTR, ())
-    groups = [{"name": pattern, "params": [], "lr": lr * mult} for pattern, mult in rules]
-    rest = {"name": "default", "params": [], "lr": lr}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        index = next((i for i, (pattern, _) in enumerate(rules) if fnmatch.fnmatchcase(name, pattern)), None)
-        (rest if index is None else groups[index])["params"].append(param)
-    found = [g for g in [*groups, rest] if g["params"]]
-    if weight_decay is not None:
-        for group in found:
-            group["weight_decay"] = weight_decay
-    return found
 
 
 def freeze_op(ctx: OpContext, *, patterns: tuple[str, ...] = (), stages: int | None = None,
