@@ -32,7 +32,7 @@ _LAZY = {
     "pack_pathways": "video", "predict": "predict", "SurgeryWarning": "errors",
     "param_groups": "training",
     "inspect_file": "inspection", "recipe_schema": "schema",
-    "export": "export",
+    "export": "export", "transform": "transform",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from .resolve import Recipe, load_recipe
     from .schema import recipe_schema
     from .training import param_groups
+    from .transform import transform
     from .video import pack_pathways
 
 
@@ -73,7 +74,7 @@ def __getattr__(name: str) -> Any:
 
 
 class _Package(types.ModuleType):
-    """``sfsurgery.predict`` and ``sfsurgery.export`` stay the functions.
+    """``sfsurgery.predict``, ``sfsurgery.export`` and ``sfsurgery.transform`` stay the functions.
 
     Importing a submodule sets it as an attribute of its package, so ``from sfsurgery.export import ...``
     anywhere would otherwise turn ``sfsurgery.export(...)`` into a call of a module.

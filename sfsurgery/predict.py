@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ import torch
 from torch import nn
 
 from .errors import FileFormatError, SurgeryError, VideoError
-from .video import decode_clip, pack_pathways, preprocess
 
 #: predict decodes and preprocesses in memory: refuse clips that would not fit, before decoding.
 MAX_FRAMES = 10_000
@@ -30,33 +28,18 @@ def _clip_spec(spec: Any) -> dict[str, Any]:
     return clip
 
 
-def _check_clip_fits(clip: dict[str, Any], video: Path | None) -> None:
-    """Bound the memory predict needs by the model's clip and the video's frame size."""
+def _check_clip_fits(clip: dict[str, Any], video: Path | None = None) -> None:
+    """Bound the memory predict needs: the frames of one window (scaled and cropped) and its clip.
+
+    Decoding streams (each frame is cropped as it is decoded), so the video's own frame size
+    does not matter; the model's clip does.
+    """
     c, t, (h, w) = clip["channels"], clip["frames"], clip["size"]
-    need = c * t * h * w * 4  # the normalised clip
-    hw = _frame_size(video) if video is not None else None
-    if hw is not None:  # decoded uint8 frames, their float copy, then scaled to cover the crop
-        aspect = max(hw) / min(hw)
-        need += t * hw[0] * hw[1] * (3 + 3 * 4) + math.ceil(t * 3 * 4 * h * w * aspect)
+    need = 2 * c * t * h * w * 4  # the window's kept frames and the normalised clip
     if t > MAX_FRAMES or need > MAX_CLIP_BYTES:
-        source = f" from {video.name}'s {hw[1]}x{hw[0]} frames" if hw is not None else ""
-        raise VideoError(f"the model's clip ({c}x{t}x{h}x{w}) needs about {need / 2**30:.1f} GiB to build{source}; "
+        raise VideoError(f"the model's clip ({c}x{t}x{h}x{w}) needs about {need / 2**30:.1f} GiB to build; "
                          f"predict builds clips of up to {MAX_FRAMES} frames and {MAX_CLIP_BYTES >> 30} GiB",
                          hint="run the model on clips you prepare yourself (sfsurgery.load + pack_pathways)")
-
-
-def _frame_size(video: Path) -> tuple[int, int] | None:
-    """(height, width) of the first video stream, from the container alone; None if unknown."""
-    import av
-
-    if not video.is_file():
-        return None  # decode_clip says what is wrong with it
-    try:
-        with av.open(str(video)) as container:
-            stream = container.streams.video[0] if container.streams.video else None
-            return (stream.height, stream.width) if stream is not None and stream.height and stream.width else None
-    except (av.FFmpegError, OSError, UnicodeDecodeError):
-        return None
 
 
 def head_activation(model: nn.Module) -> nn.Module | None:
@@ -95,54 +78,89 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def predict(file: str | Path, video: str | Path, topk: int = 5, device: str | torch.device = "cpu",
-            labels: str | Path | None = None) -> dict[str, Any]:
-    """Top classes of a saved model on a video.
+def is_classifier(model: nn.Module) -> bool:
+    """Whether the model ends in a head with a linear projection (not a feature extractor)."""
+    blocks = getattr(model, "blocks", None)
+    last = blocks[-1] if isinstance(blocks, nn.ModuleList) and len(blocks) else model
+    proj = getattr(last, "proj", None)
+    return isinstance(proj, nn.Linear) or isinstance(getattr(proj, "model", None), nn.Linear)
 
-    The clip follows the file's ``sfsurgery.input``: ``frames`` uniformly sampled frames,
-    short side scaled to cover ``size``, center crop, mean 0.45 / std 0.225, gray when
-    ``channels`` is 1, packed into [slow, fast] with ``alpha``.
+
+def predict(file: str | Path, video: str | Path, topk: int = 5, device: str | torch.device = "cpu",
+            labels: str | Path | None = None, *, stride: float | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Top classes of a saved model on a video, averaged over its windows (multi-view testing).
+
+    The video is cut into the windows :mod:`sfsurgery.decode` defines from the file's input and
+    ``preprocess`` (a clip spans ``frames × sampling_rate`` source frames; default stride: one clip),
+    each window is scaled, cropped, normalised and packed as the file says, the model's scores are
+    taken per window (softmax unless the head has its own activation) and averaged.
 
     Returns:
-        ``{"file", "video", "topk": [{"class", "score", "label"}, ...]}``, scores descending:
-        softmax probabilities, or the head's own outputs when its last block has an activation.
+        ``{"file", "video", "windows", "topk": [{"class", "score", "label"}, ...]}``, scores descending.
+        Labels come from ``labels`` (a text file), else from the file's ``save.labels``.
 
     Raises:
-        FileFormatError: not an sfsurgery file. VideoError: the video cannot be decoded, or the clip
-        would not fit in memory (checked before decoding).
+        FileFormatError: not an sfsurgery file, or not a classifier. VideoError: the video cannot be
+        decoded, or the clip would not fit in memory (checked before decoding).
     """
     if topk < 1:
-        raise SurgeryError(f"topk must be at least 1, not {topk}")
+        raise SurgeryError(f"topk must be at least 1, not {topk}", hint="e.g. --topk 5")
+    from .decode import iter_windows
     from .file.reader import read_file_header
     from .file.rebuild import load_model, rebuild_on_meta
     from .pipeline import protect_inputs
     from .plugins import Registry
+    from .transform import transform as file_transform
 
     header = read_file_header(file)  # read and verified once, for the clip and the model
-    spec = _clip_spec(header.recorded.input)
+    _clip_spec(header.recorded.input)
     dev = _device(device)
     registry = Registry()
     plan = rebuild_on_meta(header, registry)  # on meta: the recorded input is the model's, checked
-    _check_clip_fits(spec, Path(video))
-    frames = decode_clip(video, spec["frames"])  # a bad video fails before the tensors load
+    if not is_classifier(plan.model):
+        raise FileFormatError(f"{Path(file).name} is not a classifier: its last block is "
+                              f"{type(plan.model.blocks[-1]).__name__ if hasattr(plan.model, 'blocks') else '?'}, "
+                              "so its outputs are features, not class scores",
+                              hint="use sfsurgery extract (or sfsurgery.load) for embeddings")
+    clip_transform = file_transform(file)
+    windows = iter_windows(video, clip_transform, stride=stride)
+    first = next(windows)  # a bad video fails before the tensors load
     model = protect_inputs(load_model(header, dev, None, registry, plan).eval())
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    clip = preprocess(frames, spec["size"], channels=spec["channels"]).to(dev, dtype)[None]
-    inputs = clip if spec["alpha"] is None else pack_pathways(clip, spec["alpha"])
-    with torch.no_grad():
-        out = model(inputs)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise FileFormatError(f"{Path(file).name}: the model outputs {shape}, not (1, classes) scores",
-                              hint="predict needs a model that ends in a classifier head")
-    scores = out[0].float()
-    if head_activation(model) is None:
-        scores = scores.softmax(0)
-    names = read_labels(labels, scores.numel())
-    values, indices = scores.cpu().topk(min(topk, scores.numel()))
-    return {"file": str(file), "video": str(video),
+    activation = head_activation(model)
+    total, count, batch = None, 0, [first.clip]
+
+    def run(clips: list[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            out = model(clip_transform.pack(torch.stack(clips).to(dev, dtype)))
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise FileFormatError(f"{Path(file).name}: the model outputs {shape}, not (batch, classes) scores",
+                                  hint="predict needs a model that ends in a classifier head")
+        scores = out.float()
+        return (scores if activation is not None else scores.softmax(1)).sum(0).cpu()
+
+    for window in windows:
+        batch.append(window.clip)
+        if len(batch) == batch_size:
+            total, count, batch = _add(total, run(batch)), count + len(batch), []
+    if batch:
+        total, count = _add(total, run(batch)), count + len(batch)
+    scores = total / count
+    names = read_labels(labels, scores.numel()) if labels is not None else _file_labels(header, scores.numel())
+    values, indices = scores.topk(min(topk, scores.numel()))
+    return {"file": str(file), "video": str(video), "windows": count,
             "topk": [{"class": int(i), "score": float(v), "label": names[int(i)]}
                      for v, i in zip(values.tolist(), indices.tolist())]}
+
+
+def _add(total: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+    return scores if total is None else total + scores
+
+
+def _file_labels(header: Any, classes: int) -> list[str | None]:
+    recorded = header.recorded.labels
+    return list(recorded) if recorded and len(recorded) == classes else [None] * classes
 
 
 __all__ = ["predict", "clip_spec", "head_activation", "VideoError"]

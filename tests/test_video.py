@@ -214,25 +214,42 @@ def test_decode_clip_errors(tmp_path):
 # --- predict -------------------------------------------------------------------------------------
 
 
-def by_hand(model, video) -> torch.Tensor:
-    """The seed's path written out: every frame, subsample, /255, scale, crop, normalise, pack."""
-    clip = ref_uniform_temporal_subsample(all_frames(video), 8, 0).permute(3, 0, 1, 2).float() / 255.0
-    clip = torch.nn.functional.interpolate(clip, size=(64, 85), mode="bilinear", align_corners=False)  # 96x128
-    clip = (clip[..., 0:64, 10:74] - 0.45) / 0.225  # center: round(21/2) = 10
-    slow, fast = ref_pack_pathway(clip, 4)
-    with torch.no_grad():
-        return model([slow[None], fast[None]])[0]
+def window_clips(video, frames=8, sampling_rate=2, channels=3) -> list[torch.Tensor]:
+    """The windows written out: every frame decoded, window k = frames [16k, 16k + 16), subsampled by
+    pytorchvideo's rule, /255, short side scaled to 73 (= round(64 x 256 / 224)), center crop 64, normalised."""
+    every = all_frames(video)
+    span = frames * sampling_rate
+    clips = []
+    for first in range(0, every.shape[0] - span + 1, span):
+        picked = every[first:first + span][torch.linspace(0, span - 1, frames).long()]
+        clip = picked.permute(3, 0, 1, 2).float() / 255.0
+        if channels == 1:
+            clip = clip.mean(0, keepdim=True)
+        clip = torch.nn.functional.interpolate(clip, size=(73, 97), mode="bilinear", align_corners=False)  # 96x128
+        clips.append((clip[..., 4:68, 16:80] - 0.45) / 0.225)  # center: round(9/2) = 4, round(33/2) = 16
+    return clips
+
+
+def by_hand(model, video, channels=3, activation=lambda x: x.softmax(0)) -> torch.Tensor:
+    """Scores averaged over the windows (multi-view testing), each window packed as the tutorial does."""
+    scores = []
+    for clip in window_clips(video, channels=channels):
+        slow, fast = ref_pack_pathway(clip, 4)
+        with torch.no_grad():
+            scores.append(activation(model([slow[None], fast[None]])[0]))
+    return torch.stack(scores).mean(0)
 
 
 def test_predict_matches_the_model_run_by_hand(model_file, video):
     result = predict(model_file, video, topk=5)
-    assert set(result) == {"file", "video", "topk"} and result["file"] == str(model_file)
+    assert set(result) == {"file", "video", "windows", "topk"} and result["file"] == str(model_file)
+    assert result["windows"] == 2  # 40 frames, clips of 8 x sampling rate 2: [0, 16) and [16, 32)
     scores = [e["score"] for e in result["topk"]]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     assert sorted(e["class"] for e in result["topk"]) == [0, 1, 2, 3, 4]
     assert math.isclose(sum(scores), 1.0, rel_tol=1e-5)
     assert all(e["label"] is None for e in result["topk"])
-    probs = by_hand(sfsurgery.load(model_file), video).softmax(0)
+    probs = by_hand(sfsurgery.load(model_file), video)
     for entry in result["topk"]:
         assert entry["score"] == pytest.approx(probs[entry["class"]].item(), rel=1e-4, abs=1e-6)
     top2 = predict(model_file, video, topk=2)["topk"]
@@ -261,9 +278,7 @@ def test_predict_keeps_a_head_activation_and_gray_models(tmp_path, video):
     scores = [e["score"] for e in result["topk"]]
     assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
     assert sum(scores) > 1.5  # sigmoid outputs, not a softmax
-    gray = preprocess(ref_uniform_temporal_subsample(all_frames(video), 8, 0), (64, 64), channels=1)
-    with torch.no_grad():
-        expected = model(pack_pathways(gray[None], 4))[0]
+    expected = by_hand(model, video, channels=1, activation=lambda x: x)
     for entry in result["topk"]:
         assert entry["score"] == pytest.approx(expected[entry["class"]].item(), rel=1e-4)
 
