@@ -63,8 +63,8 @@ def main() -> None:
                 run()
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["eager (unfused)"])
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, torch {torch.__version__}, "
-          f"onnxruntime {onnxruntime.__version__}; SlowFast R50, batch 1, 8/32 x 224")
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, "
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; SlowFast R50, batch 1, 8/32 x 224")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:<18} median {median:6.2f} s   {median / base:4.2f}x")
