@@ -29,6 +29,7 @@ _LAZY = {
     "SurgeryError": "errors", "TraceError": "errors", "RecipeError": "errors", "Location": "errors",
     "CheckpointError": "errors", "PluginError": "errors", "FileFormatError": "errors",
     "OpError": "errors", "VideoError": "errors", "OutputError": "errors", "OutputExistsError": "errors",
+    "ExportError": "errors", "ExportFailedError": "errors",
     "pack_pathways": "video", "predict": "predict", "SurgeryWarning": "errors",
     "param_groups": "training",
     "inspect_file": "inspection", "recipe_schema": "schema",
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from .context import BaseInfo, OpContext
     from .errors import (
         CheckpointError,
+        ExportError,
+        ExportFailedError,
         FileFormatError,
         Location,
         OpError,
