@@ -20,9 +20,11 @@ from ..errors import SurgeryError, SurgeryWarning
 
 
 def _fail(exc: SurgeryError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
-    if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
+    # one line each, whatever the message holds (a plugin's error text may span lines)
+    message = " ".join(exc.message.split())
+    hint = " ".join((exc.hint or "run the command with --debug to see where it failed").split())
+    click.echo(f"error: {message}", err=True)
+    click.echo(f"hint: {hint}", err=True)
     sys.exit(exc.exit_code)
 
 
