@@ -33,7 +33,7 @@ _LAZY = {
     "pack_pathways": "video", "predict": "predict", "SurgeryWarning": "errors",
     "param_groups": "training",
     "inspect_file": "inspection", "recipe_schema": "schema",
-    "export": "export", "transform": "transform",
+    "export": "export", "transform": "transform", "extract": "extract",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         VideoError,
     )
     from .export import export
+    from .extract import extract
     from .inspection import inspect_file
     from .pipeline import Result, apply, load, validate
     from .plugins import Registry, get_plugin_manager, register_op

@@ -163,6 +163,20 @@ class Registry:
             rows.append({**provider.as_dict(), **provides})
         return rows
 
+    def describe_bases(self, *, count_params: bool = True) -> list[dict[str, Any]]:
+        """One row per base, in registration order: provider, family, default clip, preprocessing,
+        stages, parameter count and whether model-zoo weights exist (a URL is registered).
+
+        Parameters are counted on the meta device (no memory, no init); a ``build_on="cpu"`` base
+        (MViT) is built once on the CPU. ``params`` is None when the builder fails or ``count_params``
+        is False.
+        """
+        return [{"name": spec.name, "provider": spec.provider.as_dict(), "family": spec.family,
+                 "input": spec.input.model_dump(mode="json"), "preprocess": spec.preprocess.model_dump(mode="json"),
+                 "stages": list(spec.stages), "params": _count_params(spec) if count_params else None,
+                 "weights": spec.weights is not None, "url": spec.weights, "build_on": spec.build_on}
+                for spec in self.bases.values()]
+
     def op(self, name: str) -> OpSpec:
         """The op ``name``; an unknown name is a RecipeError with the near miss."""
         return _lookup(self.ops, name, "op")
@@ -172,6 +186,21 @@ class Registry:
 
     def format(self, name: str) -> FormatSpec:
         return _lookup(self.formats, name, "checkpoint format")
+
+
+def _count_params(spec: BaseSpec) -> int | None:
+    import torch
+
+    try:
+        if spec.build_on == "cpu":  # e.g. builders that call .item() while building
+            with torch.random.fork_rng(devices=[]):
+                model = spec.build()
+        else:
+            with torch.device("meta"):
+                model = spec.build()
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # a plugin's builder: listing bases must not fail on one of them
+        return None
 
 
 def _lookup(table: dict[str, Spec], name: str, kind: str) -> Spec:

@@ -43,10 +43,13 @@ def _check_clip_fits(clip: dict[str, Any], video: Path | None = None) -> None:
 
 
 def head_activation(model: nn.Module) -> nn.Module | None:
-    """The activation the model's last block applies, or None (then predict applies softmax)."""
+    """The activation the model's classifier applies, or None (then predict applies softmax)."""
+    from .builtin.ops.stock_heads import stock_head  # where one-pathway hub models keep theirs
+
+    head = stock_head(model)
     blocks = getattr(model, "blocks", None)
     last = blocks[-1] if isinstance(blocks, nn.ModuleList) and len(blocks) else model
-    act = getattr(last, "activation", None)
+    act = head.activation.get() if head is not None else getattr(last, "activation", None)
     return act if isinstance(act, nn.Module) and not isinstance(act, nn.Identity) else None
 
 
@@ -80,10 +83,14 @@ def _device(device: str | torch.device) -> torch.device:
 
 def is_classifier(model: nn.Module) -> bool:
     """Whether the model ends in a head with a linear projection (not a feature extractor)."""
+    from .builtin.ops.stock_heads import stock_head
+
+    if stock_head(model) is not None:
+        return True
     blocks = getattr(model, "blocks", None)
     last = blocks[-1] if isinstance(blocks, nn.ModuleList) and len(blocks) else model
     proj = getattr(last, "proj", None)
-    return isinstance(proj, nn.Linear) or isinstance(getattr(proj, "model", None), nn.Linear)
+    return isinstance(proj, nn.Linear) or isinstance(getattr(proj, "proj", None), nn.Linear)
 
 
 def predict(file: str | Path, video: str | Path, topk: int = 5, device: str | torch.device = "cpu",
@@ -118,8 +125,8 @@ def predict(file: str | Path, video: str | Path, topk: int = 5, device: str | to
     registry = Registry()
     plan = rebuild_on_meta(header, registry)  # on meta: the recorded input is the model's, checked
     if not is_classifier(plan.model):
-        raise FileFormatError(f"{Path(file).name} is not a classifier: its last block is "
-                              f"{type(plan.model.blocks[-1]).__name__ if hasattr(plan.model, 'blocks') else '?'}, "
+        last = plan.model.blocks[-1] if hasattr(plan.model, "blocks") else plan.model
+        raise FileFormatError(f"{Path(file).name} is not a classifier: it ends in {type(last).__name__}, "
                               "so its outputs are features, not class scores",
                               hint="use sfsurgery extract (or sfsurgery.load) for embeddings")
     clip_transform = file_transform(file)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 #: Op parameter names a recipe entry uses for itself (``- op: name``) or that the file format reserves.
 RESERVED_PARAMS = frozenset({"op", "params"})
 #: Families of the built-in bases; plugins may name others.
-KNOWN_FAMILIES = ("slowfast", "x3d", "resnet", "csn", "r2plus1d", "mvit")
+KNOWN_FAMILIES = ("slowfast", "x3d", "efficient_x3d", "resnet", "csn", "r2plus1d", "mvit")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 

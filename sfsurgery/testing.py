@@ -7,8 +7,9 @@ Call :func:`check_op` from your plugin's test suite::
     def test_freeze_stem_conforms():
         check_op("freeze_stem", {"requires_grad": False}, plugins=[my_plugin])
 
-It runs the op on a small real pytorchvideo SlowFast model and raises ``AssertionError``
-naming the op and the failed check.
+It runs the op on a small real pytorchvideo SlowFast model (or on any base, one-pathway ones
+included: ``check_op(name, params, base={"hub": "x3d_xs"}, input={"frames": 4, "size": [160, 160]})``)
+and raises ``AssertionError`` naming the op and the failed check.
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def save_zoo_checkpoint(model: torch.nn.Module, path: str | Path, **extra: Any) 
     return Path(path)
 
 
-def example_clip(shape: tuple[int, int, int, int, int], alpha: int = 4, seed: int = 0) -> list[torch.Tensor]:
-    """Fresh ``[slow, fast]`` tensors for a (B, C, T_fast, H, W) clip (slow = every alpha-th frame)."""
+def example_clip(shape: tuple[int, int, int, int, int], alpha: int | None = 4,
+                 seed: int = 0) -> list[torch.Tensor] | torch.Tensor:
+    """Fresh ``[slow, fast]`` tensors for a (B, C, T_fast, H, W) clip (slow = every alpha-th frame);
+    ``alpha=None``: the one clip tensor of a one-pathway model."""
     fast = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    return [fast[:, :, ::alpha].clone(), fast]
+    return fast if alpha is None else [fast[:, :, ::alpha].clone(), fast]
 
 
 def _fail(name: str, check: str, message: str) -> AssertionError:
@@ -129,7 +132,7 @@ def check_op(
     input: Mapping[str, Any] | None = None,
     tmp_dir: str | Path | None = None,
 ):
-    """Check that op ``name`` meets the op contract (docs/plugins.md) on a real SlowFast model.
+    """Check that op ``name`` meets the op contract (docs/plugins.md) on a real model.
 
     A recipe ``base`` → ``[op name, params]`` is planned and applied. The checks, in order:
 
@@ -150,8 +153,11 @@ def check_op(
         registry: a ready :class:`~sfsurgery.plugins.Registry`; default ``Registry(plugins)``.
         base: a recipe ``base`` mapping or a registered hub name. Default :data:`DEFAULT_BASE`,
             a ``create_slowfast`` R18 whose head pools fit the small :data:`DEFAULT_INPUT` clip.
+            One-pathway bases work the same way (``{"hub": "x3d_xs"}``): the model then takes one
+            clip tensor (the base's ``alpha`` is None), for the checks as for the recipe.
         input: the recipe's ``input`` mapping. Default: :data:`DEFAULT_INPUT` with the default
-            base, else the base's own clip.
+            base, else the base's own clip (for X3D-XS, ``{"frames": 4, "size": [160, 160]}`` is
+            the smallest clip its stock head pool fits).
         tmp_dir: where the round-trip file goes; default a temporary folder, removed afterwards.
 
     Returns:

@@ -189,7 +189,8 @@ def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | 
     error = str(failure.error).strip().splitlines()[0] if str(failure.error).strip() else type(failure.error).__name__
     swap_hint = "add `- op: swap_pool` before the head: adaptive pooling accepts any clip size"
     if isinstance(module, (nn.AvgPool3d, nn.MaxPool3d)) and inputs:
-        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 3
+        size = module.kernel_size
+        kernel = tuple(map(int, size)) if isinstance(size, tuple) else (int(size),) * 3  # X3D's hold numpy ints
         if any(k > d for k, d in zip(kernel, inputs[0][2:])):
             return (f"{where}: {type(module).__name__} kernel {tuple(kernel)} is larger than the "
                     f"feature map {inputs[0][2:]} (clip {spec.frames} frames at "
@@ -197,6 +198,11 @@ def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | 
     type_name = type(module).__name__
     if type_name == "PoolConcatPathway":
         return (f"{where}: the fixed head pools leave pathways of different sizes ({error})", swap_hint)
+    if type_name == "SpatioTemporalClsPositionalEncoding":  # MViT: one learned embedding per patch of its clip
+        grid = "x".join(map(str, getattr(module, "patch_embed_shape", ())))
+        return (f"{where}: MViT's positional encoding is learned for the {grid} patches of the clip it was built "
+                f"for, not those of a {spec.frames}x{spec.size[0]}x{spec.size[1]} clip",
+                "MViT takes only its own clip: leave input.frames and input.size at the base's defaults")
     if type_name == "FuseFastToSlow" and len(inputs) == 2 and spec.alpha:
         slow_t, fast_t = inputs[0][2], inputs[1][2]
         stride = module.conv_fast_to_slow.stride[0]  # the model's alpha
@@ -213,7 +219,7 @@ def explain(failure: TraceFailure, spec: InputSpec, base_args: dict[str, Any] | 
             stem = (base_args or {}).get("stem_dim_outs", (64, 8))
             return message, (f"slowfast_channel_reduction_ratio {ratio} needs a fast stem of "
                              f"{stem[0] // ratio} channels: set stem_dim_outs: [{stem[0]}, {stem[0] // ratio}]")
-        if failure.path.startswith("blocks.0.multipathway_blocks"):
+        if failure.path.startswith("blocks.0.multipathway_blocks") or inputs[0][1] == spec.channels:
             return message, "set input.channels to what the stem takes, or adapt the stem (grayscale_stem, adapt_stem)"
         return message, None
     return f"{where}: {error}", None

@@ -43,20 +43,23 @@ def _positive_int(value, name: str) -> int:
     return number
 
 
-def pack_pathways(clips: torch.Tensor, alpha: int = 4, frames: int | None = None) -> list[torch.Tensor]:
+def pack_pathways(clips: torch.Tensor, alpha: int | None = 4,
+                  frames: int | None = None) -> list[torch.Tensor] | torch.Tensor:
     """The [slow, fast] input of a SlowFast model, for one clip or a whole batch at once.
 
     Args:
         clips: one clip (C, T, H, W) or a batch (B, C, T, H, W), on any device, any dtype.
         alpha: the slow pathway gets ``frames // alpha`` frames (the model's fusion stride).
+            ``None``: a one-pathway model (X3D, Slow, MViT, ...; a file whose input has
+            ``alpha: null``): the clip itself is returned, subsampled to ``frames`` when given.
         frames: subsample T uniformly to this many fast frames first (pytorchvideo's
             ``UniformTemporalSubsample``: ``linspace(0, T-1, frames)`` clamped, ``.long()``;
             frames repeat when ``frames > T``). ``None`` keeps all T frames.
 
     Returns:
-        ``[slow, fast]`` with the input's rank and device. ``fast`` is ``clips`` itself when
-        ``frames`` is None (no copy); the slow frames are ``linspace(0, T-1, T // alpha)`` of
-        the fast ones, as in pytorchvideo's ``PackPathway``. Each pathway is one
+        ``[slow, fast]`` with the input's rank and device (``alpha=None``: the one clip). ``fast``
+        is ``clips`` itself when ``frames`` is None (no copy); the slow frames are
+        ``linspace(0, T-1, T // alpha)`` of the fast ones, as in pytorchvideo's ``PackPathway``. Each pathway is one
         ``index_select`` over the whole batch: no per-sample loop, no concatenation.
 
     Raises:
@@ -72,15 +75,20 @@ def pack_pathways(clips: torch.Tensor, alpha: int = 4, frames: int | None = None
         >>> slow, fast = pack_pathways(torch.rand(8, 3, 64, 224, 224), alpha=4, frames=32)
         >>> slow.shape, fast.shape
         (torch.Size([8, 3, 8, 224, 224]), torch.Size([8, 3, 32, 224, 224]))
+        >>> pack_pathways(torch.rand(8, 3, 64, 182, 182), alpha=None, frames=13).shape   # X3D-S
+        torch.Size([8, 3, 13, 182, 182])
     """
     if not isinstance(clips, torch.Tensor) or clips.dim() not in (4, 5):
         shape = tuple(clips.shape) if isinstance(clips, torch.Tensor) else type(clips).__name__
         raise VideoError(f"expected a clip (C, T, H, W) or a batch (B, C, T, H, W), got {shape}")
-    alpha = _positive_int(alpha, "alpha")
+    alpha = None if alpha is None else _positive_int(alpha, "alpha")
     frames = None if frames is None else _positive_int(frames, "frames")
     length = clips.shape[-3]
     if length < 1:
         raise VideoError("the clip has no frames")
+    if alpha is None:  # one pathway: the clip is the input
+        return clips if frames is None or frames == length else \
+            clips.index_select(-3, uniform_indices(length, frames, clips.device))
     fast_t = length if frames is None else frames
     if fast_t % alpha:
         raise VideoError(f"{fast_t} fast frames do not pack with alpha={alpha}: the model's fusion turns them "

@@ -8,6 +8,7 @@ The ops are also plain functions on models, for research code: see :mod:`.ops`.
 #: Modules registered before any installed plugin, in this order.
 BUILTIN_PLUGINS = (
     "sfsurgery.builtin.bases",
+    "sfsurgery.builtin.hub_bases",
     "sfsurgery.builtin.formats",
     "sfsurgery.builtin.ops.head",
     "sfsurgery.builtin.ops.truncate",

@@ -4,7 +4,7 @@
 commands of one kind (:mod:`.recipes`, :mod:`.files`, :mod:`.listings`).
 """
 
-from . import files, listings, recipes  # noqa: F401  (they register their commands on main)
+from . import corpus, files, listings, recipes  # noqa: F401  (they register their commands on main)
 from .program import main
 
 __all__ = ["main"]

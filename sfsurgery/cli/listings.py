@@ -1,4 +1,4 @@
-"""Commands that list what is installed: ops, plugins."""
+"""Commands that list what is installed: ops, bases, plugins."""
 
 from __future__ import annotations
 
@@ -57,3 +57,29 @@ def plugins(show_all: bool, as_json: bool) -> None:
         origin = f"{row['distribution']} {row['version']}" if row["distribution"] else "in-process"
         provides = "; ".join(f"{table}: {', '.join(row[table])}" for table in ("ops", "bases", "formats") if row[table])
         click.echo(f"{row['plugin']:<26} {origin:<28} {provides}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@user_errors
+def bases(as_json: bool) -> None:
+    """List every base: family, default clip, preprocessing, parameters, zoo weights and provider."""
+    from ..plugins import Registry
+
+    rows = Registry().describe_bases()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'base':<26} {'family':<14} {'clip (T x H x W)':<22} {'preprocess':<20} {'params':>8}  "
+               f"{'zoo':<4} provider")
+    for row in rows:
+        clip, prep = row["input"], row["preprocess"]
+        size = f"{clip['frames']}x{clip['size'][0]}x{clip['size'][1]}"
+        if clip["alpha"] is not None:
+            size += f" alpha {clip['alpha']}"
+        if clip["channels"] != 3:
+            size += f" {clip['channels']}ch"
+        preprocess = f"rate {prep['sampling_rate']}, side {prep['side']}"
+        params = "?" if row["params"] is None else f"{row['params'] / 1e6:.2f}M"
+        click.echo(f"{row['name']:<26} {row['family']:<14} {size:<22} {preprocess:<20} {params:>8}  "
+                   f"{'yes' if row['weights'] else 'no':<4} {row['provider']['plugin']}")

@@ -66,6 +66,7 @@ def fuse_bn(model: nn.Module, example_input: ModelInput) -> tuple[nn.Module, lis
         conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
         fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
         fused.weight.requires_grad_(conv.weight.requires_grad)
+        fused.bias.requires_grad_(conv.weight.requires_grad)  # torch's fusion makes the new bias a frozen one
         model.set_submodule(conv_path, fused)
         model.set_submodule(bn_path, nn.Identity())
     return model, [bn for _, bn in pairs], left

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveInt
 
 from ...errors import OpError
 from ...hookspecs import hookimpl
+from ..families import REPLACE_HEAD
 from .blocks import net_blocks
 
 if TYPE_CHECKING:
@@ -53,15 +54,19 @@ def replace_head(
 ) -> nn.Module:
     """Replace the model's classifier with a new head for ``num_classes`` classes, in place.
 
-    The new last block: global average pool (per pathway, concatenated) → flatten → dropout →
-    (Linear → ReLU per ``hidden`` width) → Linear ``proj`` → ``activation``.
+    SlowFast, a truncated model or a head sfsurgery made: the new last block is global average
+    pool (per pathway, concatenated) → flatten → dropout → (Linear → ReLU per ``hidden`` width) →
+    Linear ``proj`` → ``activation``. A one-pathway model's stock head (X3D, Slow/I3D/C2D, CSN,
+    R(2+1)D, MViT, efficient X3D: see :mod:`.stock_heads`) is kept, with every learned layer and its
+    order; its projection (with ``hidden`` layers in front), activation and dropout become these.
 
     Args:
-        model: a pytorchvideo ``Net`` (stock head, a head from sfsurgery, or no head).
+        model: a pytorchvideo model (stock head, a head from sfsurgery, or no head).
         num_classes: the new head's width.
         dropout / activation / hidden: as in the recipe op.
         in_features: the head's input width. Default: the old head's ``proj.in_features``;
-            without an old head, measured by a meta forward of ``example_input``.
+            without an old head, measured by a meta forward of ``example_input``. A kept stock
+            head keeps its own width.
         example_input: a clip the model takes (shapes only matter); also used to make the
             stock head pools global when they do not fit it.
         generator: where the new weights come from (normal(0, 0.01), zero bias).
@@ -78,7 +83,18 @@ def replace_head(
     from torch import nn
 
     from .modules import SurgeryHead
+    from .stock_heads import stock_head, swap_projection
 
+    stock = stock_head(model)
+    if stock is not None:
+        if in_features is not None and in_features != stock.width():
+            raise OpError(f"in_features={in_features}, but the stock head's projection takes {stock.width()}",
+                          hint="leave in_features out: the stock head keeps its own width")
+        if example_input is not None:
+            _meta_outputs(model, example_input)  # makes a fixed head pool global when the clip is smaller
+        swap_projection(model, stock, num_classes=num_classes, dropout=dropout, activation=activation,
+                        hidden=tuple(hidden), init=lambda layer: _init_linear(layer, generator), device=device)
+        return model
     old = remove_head(model)
     if example_input is not None:
         in_features = in_features or _measured_width(model, example_input)
@@ -92,31 +108,44 @@ def replace_head(
     head.train(model.training)  # a new module starts in train mode; follow the model's
     for layer in [*head.hidden, head.proj]:
         if isinstance(layer, nn.Linear):
-            nn.init.normal_(layer.weight, std=INIT_STD, generator=generator)
-            nn.init.zeros_(layer.bias)
+            _init_linear(layer, generator)
     net_blocks(model).append(head)
     return model
 
 
+def _init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    from torch import nn
+
+    nn.init.normal_(layer.weight, std=INIT_STD, generator=generator)
+    nn.init.zeros_(layer.bias)
+
+
 def _measured_width(model: nn.Module, example_input: Any) -> int:
     """The channels the model now outputs for ``example_input`` (a meta forward, no real compute)."""
+    return sum(shape[1] for shape in _meta_outputs(model, example_input))
+
+
+def _meta_outputs(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
+    """Output shapes for ``example_input`` (a meta forward); fixed head pools the clip is too small for
+    become global averages, in ``model`` too."""
     import torch
 
     from ...trace import TraceFailure, tensors_of, traced_output_shapes
+    from .stock_heads import globalise_stock_pool
 
     meta = model if all(t.is_meta for t in model.state_dict().values()) else copy.deepcopy(model).to("meta")
     shapes = [tuple(t.shape) for t in tensors_of(example_input)]
     inputs: Any = [torch.empty(s, device="meta") for s in shapes]
     inputs = inputs if isinstance(example_input, (list, tuple)) else inputs[0]
     try:
-        outputs = traced_output_shapes(meta, inputs)
+        return traced_output_shapes(meta, inputs)
     except TraceFailure as failure:
-        if not globalise_head_pools(meta, failure):
-            raise
-        if meta is not model:
-            globalise_head_pools(model, failure)
-        outputs = traced_output_shapes(meta, inputs)
-    return sum(shape[1] for shape in outputs)
+        for globalise in (globalise_stock_pool, globalise_head_pools):
+            if globalise(meta, failure):
+                if meta is not model:
+                    globalise(model, failure)
+                return traced_output_shapes(meta, inputs)
+        raise
 
 
 def globalise_head_pools(model: nn.Module, failure: TraceFailure) -> list[str]:
@@ -150,16 +179,27 @@ def replace_head_op(
 ) -> None:
     """Replace the classifier with a new head for ``num_classes`` classes.
 
-    Global average pool → flatten → dropout → (Linear → ReLU per ``hidden`` width) →
-    Linear ``proj`` → ``activation``. Works on the stock head (replaced), pooled features or
-    a list of pathway tensors (each pooled, then concatenated); the input width comes from
-    the trace. Works at any clip size: when the stock head pools in front of it do not fit
-    the clip, they become global average pools (the stock ones are kept where they fit, so
-    the stock input gives the stock result). New weights: normal(0, 0.01), zero bias, from
-    the recipe seed.
+    SlowFast, or a truncated model: global average pool → flatten → dropout → (Linear → ReLU
+    per ``hidden`` width) → Linear ``proj`` → ``activation``, as the last block. Works on the
+    stock head (replaced), pooled features or a list of pathway tensors (each pooled, then
+    concatenated); the input width comes from the trace.
+
+    One-pathway bases (X3D, Slow/I3D/C2D, CSN, R(2+1)D, MViT, efficient X3D): the stock head is
+    kept with every learned layer and its order (X3D's projected pool, MViT's norm; projection →
+    activation → output averaging); its projection becomes (Linear → ReLU per ``hidden``) →
+    Linear ``num_classes``, its activation and dropout the recipe's (``activation: null``
+    removes the stock Softmax of X3D and R(2+1)D).
+
+    Works at any clip size: when the stock head pools do not fit the clip, they become global
+    average pools (the stock ones are kept where they fit, so the stock input gives the stock
+    result). New weights: normal(0, 0.01), zero bias, from the recipe seed.
     """
     from ...trace import TraceFailure
+    from .stock_heads import stock_head
 
+    if stock_head(ctx.model) is not None:
+        _replace_stock_head(ctx, num_classes=num_classes, dropout=dropout, activation=activation, hidden=hidden)
+        return
     remove_head(ctx.model)
     try:
         shapes = ctx.trace()
@@ -177,6 +217,27 @@ def replace_head_op(
                note=f"head {width} -> {num_classes} classes at {prefix}")
 
 
+def _replace_stock_head(ctx: OpContext, **params: Any) -> None:
+    """A one-pathway stock head: keep it, swap its projection and activation (see :mod:`.stock_heads`)."""
+    from ...trace import TraceFailure
+    from .stock_heads import fixed_pool, globalise_stock_pool, stock_head, swap_projection
+
+    head = stock_head(ctx.model)
+    if fixed_pool(head) is not None:
+        try:
+            ctx.trace()
+        except TraceFailure as failure:
+            changed = globalise_stock_pool(ctx.model, failure)
+            if not changed:
+                raise
+            ctx.record(note=f"{changed[0]} does not fit this clip: made a global average")
+    width = head.width()
+    added = swap_projection(ctx.model, head, **params, init=lambda layer: _init_linear(layer, ctx.generator),
+                            device=ctx.device)
+    ctx.record(added=added, note=f"stock {head.kind} kept; projection {width} -> {params['num_classes']} classes "
+               f"at {head.proj.path}, activation {params['activation'] or 'none'}")
+
+
 @hookimpl
 def register_ops(register: OpRegistrar) -> None:
-    register("replace_head", replace_head_op)
+    register("replace_head", replace_head_op, families=REPLACE_HEAD)

@@ -38,6 +38,23 @@ class SurgeryHead(nn.Module):
         return self.activation(self.proj(self.hidden(self.dropout(self.pool(x)))))
 
 
+class HiddenProjection(nn.Module):
+    """(Linear → ReLU)* → ``proj``: a stock head's projection with ``hidden`` layers (replace_head)."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int, device=None):
+        super().__init__()
+        self.in_features = in_features
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers += [nn.Linear(in_features if not layers else layers[-2].out_features, size, device=device),
+                       nn.ReLU()]
+        self.hidden = nn.Sequential(*layers)
+        self.proj = nn.Linear(hidden[-1] if hidden else in_features, num_classes, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.hidden(x))
+
+
 class _StaysInEval:
     """A BatchNorm that stays in eval mode (mmaction2's ``norm_eval``): it normalises with its
     running statistics and never updates them, even after ``model.train()``. Same state-dict keys."""

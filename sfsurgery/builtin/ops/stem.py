@@ -13,6 +13,7 @@ from pydantic import PositiveInt
 
 from ...errors import OpError, RecipeError
 from ...hookspecs import hookimpl
+from ..families import STEM
 
 if TYPE_CHECKING:
     import torch
@@ -58,13 +59,34 @@ def adapt_input_weight(weight: torch.Tensor, in_channels: int, mode: str) -> tor
     raise ValueError(f"unknown mode {mode!r}")
 
 
-def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Conv3d]]:
-    from ..._pytorchvideo import ResNetBasicStem
+#: efficient X3D's first stem conv (its s1 is a spatial conv, then a temporal one).
+EFFICIENT_X3D_STEM = "s1.pathway0_stem_conv_xy.kernel.conv"
 
-    convs = [(f"{name}.conv", m.conv) for name, m in model.named_modules() if isinstance(m, ResNetBasicStem)]
+
+def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Conv3d]]:
+    """The convolutions that see the input: each ``ResNetBasicStem``'s conv (X3D's stem is two convs:
+    the first one applied), MViT's patch embedding conv, efficient X3D's first conv."""
+    from torch import nn
+
+    from ..._pytorchvideo import ResNetBasicStem
+    from .stock_heads import pv_classes
+
+    pv = pv_classes()
+    convs = []
+    for name, module in model.named_modules():
+        if isinstance(module, ResNetBasicStem):
+            conv, path = module.conv, f"{name}.conv"
+            if isinstance(conv, pv["Conv2plus1d"]):  # X3D: (1,3,3) spatial conv, then (5,1,1) depthwise
+                first = "conv_xy" if conv.conv_xy_first else "conv_t"
+                conv, path = getattr(conv, first), f"{path}.{first}"
+            convs.append((path, conv))
+        elif isinstance(module, pv["PatchEmbed"]) and isinstance(module.patch_model, nn.Conv3d):
+            convs.append((f"{name}.patch_model", module.patch_model))
+    if isinstance(model, pv["EfficientX3d"]):
+        convs.append((EFFICIENT_X3D_STEM, model.get_submodule(EFFICIENT_X3D_STEM)))
     if not convs:
-        raise OpError("no ResNetBasicStem found: this op adapts pytorchvideo stems",
-                      hint="the SlowFast and ResNet bases have them")
+        raise OpError("no stem found: this op adapts pytorchvideo stems (ResNetBasicStem, X3D's stem, MViT's "
+                      "patch embedding, efficient X3D's s1)", hint="the built-in bases all have one")
     return convs
 
 
@@ -106,7 +128,7 @@ def _adapt_op(ctx: OpContext, in_channels: int, mode: str) -> None:
 
 
 def grayscale_stem_op(ctx: OpContext, *, mode: Literal["sum", "mean"] = "sum") -> None:
-    """Make both pathway stems take 1 channel.
+    """Make the stem take 1 channel (both SlowFast pathways' stems; X3D's first stem conv; MViT's patch conv).
 
     ``sum`` (default): model(gray) equals the original model(gray repeated to RGB).
     ``mean``: the kernel is averaged instead (a third of the response). Sets input.channels 1.
@@ -115,7 +137,7 @@ def grayscale_stem_op(ctx: OpContext, *, mode: Literal["sum", "mean"] = "sum") -
 
 
 def adapt_stem_op(ctx: OpContext, *, in_channels: PositiveInt, mode: Literal["repeat", "zero"] = "repeat") -> None:
-    """Make both pathway stems take ``in_channels`` channels (depth, RGB-D, thermal ...).
+    """Make the stem take ``in_channels`` channels (depth, RGB-D, thermal ...), as grayscale_stem does.
 
     ``repeat`` (default): timm's rule, tile the RGB kernel and scale by 3/N.
     ``zero``: keep the RGB kernels on channels 0-2, zero kernels on the extra channels, so
@@ -126,5 +148,5 @@ def adapt_stem_op(ctx: OpContext, *, in_channels: PositiveInt, mode: Literal["re
 
 @hookimpl
 def register_ops(register: OpRegistrar) -> None:
-    register("grayscale_stem", grayscale_stem_op)
-    register("adapt_stem", adapt_stem_op)
+    register("grayscale_stem", grayscale_stem_op, families=STEM)
+    register("adapt_stem", adapt_stem_op, families=STEM)

@@ -8,6 +8,7 @@ from pydantic import PositiveInt
 
 from ...errors import OpError
 from ...hookspecs import hookimpl
+from ..families import TRUNCATE
 from .blocks import net_blocks
 
 if TYPE_CHECKING:
@@ -29,8 +30,13 @@ def truncate(model: nn.Module, *, after: str | None = None, keep: int | None = N
     Example:
         >>> embed = truncate(hub.slowfast_r50(), after="blocks.4", pool=True)   # (B, 2304)
     """
+    from .stock_heads import pv_classes
+
     if (after is None) == (keep is None):
         raise OpError("give exactly one of after or keep", hint="e.g. after: blocks.4, or keep: 5")
+    if isinstance(model, pv_classes()["MultiscaleVisionTransformers"]):
+        raise OpError("MViT's blocks pass (tokens, thw) to each other and its head reads the class token: "
+                      "it has no block whose output a cut model could return", hint="use replace_head or freeze")
     blocks = net_blocks(model)
     valid = [f"blocks.{i}" for i in range(len(blocks))]
     if after is not None:
@@ -65,4 +71,4 @@ def truncate_op(ctx: OpContext, *, after: str | None = None, keep: PositiveInt |
 
 @hookimpl
 def register_ops(register: OpRegistrar) -> None:
-    register("truncate", truncate_op)
+    register("truncate", truncate_op, families=TRUNCATE)
