@@ -142,7 +142,7 @@ def test_ops_lists_every_op_with_parameters():
     detail = run("ops", "replace_head")
     assert "num_classes: integer > 0 (required)" in detail.stdout
     assert "dropout: number >= 0, < 1 (default 0.5)" in detail.stdout
-    assert "Global average pool" in detail.stdout
+    assert "global average pool" in detail.stdout
     assert_user_error(run("ops", "replace_haed"), 2, "did you mean replace_head?")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 
 import pydantic
@@ -15,6 +16,8 @@ _INPUT_CHARS = 60
 def _loc_text(loc: tuple) -> str:
     text = ""
     for part in loc:
+        if isinstance(part, str) and not re.fullmatch(r"[\w.-]{1,100}", part):
+            part = repr(part)[:60]  # a key with spaces, newlines or nothing in it: shown quoted
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
