@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .devices import torch_device
 from .errors import FileFormatError, SurgeryError, VideoError
 
 #: predict decodes and preprocesses in memory: refuse clips that would not fit, before decoding.
@@ -71,16 +72,6 @@ def read_labels(path: str | Path | None, classes: int) -> list[str | None]:
     return [line.strip() for line in lines]
 
 
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SurgeryError(f"unknown device {device!r} ({exc})", hint="use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SurgeryError("device cuda requested but no CUDA device is available", hint="use --device cpu")
-    return dev
-
-
 def is_classifier(model: nn.Module) -> bool:
     """Whether the model ends in a head with a linear projection (not a feature extractor)."""
     from .builtin.ops.stock_heads import stock_head
@@ -121,7 +112,7 @@ def predict(file: str | Path, video: str | Path, topk: int = 5, device: str | to
 
     header = read_file_header(file)  # read and verified once, for the clip and the model
     _clip_spec(header.recorded.input)
-    dev = _device(device)
+    dev = torch_device(device)
     registry = Registry()
     plan = rebuild_on_meta(header, registry)  # on meta: the recorded input is the model's, checked
     if not is_classifier(plan.model):

@@ -61,10 +61,11 @@ def extract(file: str | os.PathLike, inputs: list[str | os.PathLike] | str | os.
     """
     import sys
 
+    from ..devices import torch_device
     from .collect import Collector
     from .inputs import collect_videos
     from .local import default_workers, run_local
-    from .model import Runner, model_spec, torch_device
+    from .model import Runner, model_spec
     from .output import Journal
 
     began = time.perf_counter()

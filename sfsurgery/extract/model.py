@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import torch_device
 from ..errors import FileFormatError, SurgeryError
 from ..recipe import InputSpec, Preprocess
 from ..transform import ClipTransform
@@ -79,17 +80,6 @@ def model_spec(file: str | Path, *, sampling_rate: int | None = None, topk: int 
         topk = min(topk, len(labels))
     digest = recorded.sha256 or recorded.data_sha256
     return ModelSpec(Path(file).resolve(), str(digest), transform, size, labels, topk)
-
-
-def torch_device(device: str | torch.device) -> torch.device:
-    """A device that exists here, or a user error."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SurgeryError(f"unknown device {device!r} ({exc})", hint="use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SurgeryError("device cuda requested but no CUDA device is available", hint="use --device cpu")
-    return dev
 
 
 class Runner:
