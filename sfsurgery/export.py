@@ -26,7 +26,7 @@ from .errors import ExportError, ExportFailedError, OutputError
 from .file.dtypes import DTYPE_CODES
 from .file.reader import read_file_header
 from .file.rebuild import load_model
-from .file.writer import _create_temp, _fsync_dir, _publish, check_output
+from .file.writer import _create_temp, check_output, publish_synced
 from .plugins import Registry
 from .trace import example_inputs, tensors_of
 
@@ -167,10 +167,7 @@ def _refuse(tmp: Path, detail: str) -> NoReturn:
 def _publish_synced(tmp: Path, target: Path, force: bool) -> None:
     """fsync the checked file, then rename it into place (without ``force``, never over a file)."""
     try:
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        _publish(tmp, target, force)
-        _fsync_dir(target.parent)
+        publish_synced(tmp, target, force)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}",
                           hint="check the free space and permissions of the output folder") from None

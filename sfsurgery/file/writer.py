@@ -66,9 +66,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             f.seek(0)
             f.write(sealed)
             f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path, force)
-        _fsync_dir(path.parent)
+        publish_synced(tmp, path, force)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
                           hint="check the free space and permissions of the output folder") from None
@@ -190,6 +188,18 @@ def _alive(pid: int) -> bool:
     except OSError:  # e.g. another user's process: alive
         return True
     return True
+
+
+def publish_synced(tmp: str | Path, path: Path, force: bool) -> None:
+    """fsync a finished temp file, move it into place (never over a file without ``force``), fsync the folder.
+
+    Raises:
+        OSError: the caller words it for its own output; OutputExistsError when the file appeared.
+    """
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    _publish(tmp, path, force)
+    _fsync_dir(path.parent)
 
 
 def _publish(tmp: Path, path: Path, force: bool) -> None:

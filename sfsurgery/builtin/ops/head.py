@@ -13,6 +13,8 @@ from ..families import REPLACE_HEAD
 from .blocks import net_blocks
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import nn
 
@@ -194,21 +196,14 @@ def replace_head_op(
     average pools (the stock ones are kept where they fit, so the stock input gives the stock
     result). New weights: normal(0, 0.01), zero bias, from the recipe seed.
     """
-    from ...trace import TraceFailure
     from .stock_heads import stock_head
 
     if stock_head(ctx.model) is not None:
         _replace_stock_head(ctx, num_classes=num_classes, dropout=dropout, activation=activation, hidden=hidden)
         return
     remove_head(ctx.model)
-    try:
-        shapes = ctx.trace()
-    except TraceFailure as failure:
-        changed = globalise_head_pools(ctx.model, failure)
-        if not changed:
-            raise
-        ctx.record(note=f"{changed[0].rsplit('.pool', 1)[0]} head pools do not fit this clip: made global averages")
-        shapes = ctx.trace()
+    shapes = _trace_fitting_pools(ctx, globalise_head_pools, lambda changed: f"{changed[0].rsplit('.pool', 1)[0]} "
+                                  "head pools do not fit this clip: made global averages")
     width = sum(shape[1] for shape in ([shapes] if isinstance(shapes, tuple) else shapes))
     replace_head(ctx.model, num_classes=num_classes, dropout=dropout, activation=activation, hidden=hidden,
                  in_features=width, generator=ctx.generator, device=ctx.device)
@@ -217,20 +212,29 @@ def replace_head_op(
                note=f"head {width} -> {num_classes} classes at {prefix}")
 
 
+def _trace_fitting_pools(ctx: OpContext, globalise: Callable[[nn.Module, TraceFailure], list[str]],
+                         note: Callable[[list[str]], str]) -> Any:
+    """``ctx.trace()``; when fixed head pools are what failed, make them global (``globalise``) and trace again."""
+    from ...trace import TraceFailure
+
+    try:
+        return ctx.trace()
+    except TraceFailure as failure:
+        changed = globalise(ctx.model, failure)
+        if not changed:
+            raise
+        ctx.record(note=note(changed))
+        return ctx.trace()
+
+
 def _replace_stock_head(ctx: OpContext, **params: Any) -> None:
     """A one-pathway stock head: keep it, swap its projection and activation (see :mod:`.stock_heads`)."""
-    from ...trace import TraceFailure
     from .stock_heads import fixed_pool, globalise_stock_pool, stock_head, swap_projection
 
     head = stock_head(ctx.model)
     if fixed_pool(head) is not None:
-        try:
-            ctx.trace()
-        except TraceFailure as failure:
-            changed = globalise_stock_pool(ctx.model, failure)
-            if not changed:
-                raise
-            ctx.record(note=f"{changed[0]} does not fit this clip: made a global average")
+        _trace_fitting_pools(ctx, globalise_stock_pool,
+                             lambda changed: f"{changed[0]} does not fit this clip: made a global average")
     width = head.width()
     added = swap_projection(ctx.model, head, **params, init=lambda layer: _init_linear(layer, ctx.generator),
                             device=ctx.device)
